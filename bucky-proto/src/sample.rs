@@ -1,0 +1,346 @@
+//! The sample line: the one text format every bucky tool reads and writes.
+//!
+//! The grammar, fields and examples are documented at the crate root; this module holds the
+//! pure parser and formatter. Parsing borrows from the input line and allocates nothing.
+
+use std::fmt;
+
+use thiserror::Error;
+
+/// One sample, borrowed from the line it was parsed from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample<'a> {
+    /// The metric name before the final naming rules (may carry `;k=v` Graphite tags).
+    pub name: &'a str,
+    /// A finite value.
+    pub value: f64,
+    /// Unix seconds, possibly fractional.
+    pub timestamp: f64,
+    /// The sending host, when the protocol has one (collectd, MetricsD).
+    pub host: Option<&'a str>,
+}
+
+/// A parsed sample line together with the exact text of its numeric fields.
+///
+/// Writers that only re-emit the numbers (the carbon plaintext writer) copy the text instead of
+/// formatting the floats again; the text is known to parse to the finite values in `sample`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParsedLine<'a> {
+    pub sample: Sample<'a>,
+    pub value_text: &'a str,
+    pub timestamp_text: &'a str,
+}
+
+/// Why a line is not a sample line. The text names the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum LineError {
+    #[error("empty line")]
+    Empty,
+    #[error("line is not valid UTF-8")]
+    Utf8,
+    #[error("expected 'NAME VALUE TIMESTAMP[ HOST]', found {0} field(s)")]
+    FieldCount(usize),
+    #[error("value {0:?} is not a finite number")]
+    Value(String),
+    #[error("timestamp {0:?} is not a finite number of seconds >= 0")]
+    Timestamp(String),
+}
+
+/// Parses one line (with or without its trailing `\n` or `\r\n`).
+///
+/// Fields may be separated by runs of spaces or tabs and the line may carry surrounding
+/// whitespace, so any Graphite plaintext producer is accepted as it stands.
+pub fn parse_line(line: &[u8]) -> Result<ParsedLine<'_>, LineError> {
+    let text = std::str::from_utf8(line).map_err(|_| LineError::Utf8)?;
+    parse_str(text)
+}
+
+/// [`parse_line`] for text already known to be UTF-8.
+pub fn parse_str(text: &str) -> Result<ParsedLine<'_>, LineError> {
+    let mut fields = text
+        .split([' ', '\t', '\r', '\n'])
+        .filter(|f| !f.is_empty());
+    let name = fields.next().ok_or(LineError::Empty)?;
+    let value_text = fields.next();
+    let timestamp_text = fields.next();
+    let host = fields.next();
+    let extra = fields.count();
+    let (Some(value_text), Some(timestamp_text)) = (value_text, timestamp_text) else {
+        return Err(LineError::FieldCount(
+            1 + usize::from(value_text.is_some()) + usize::from(timestamp_text.is_some()),
+        ));
+    };
+    if extra > 0 {
+        return Err(LineError::FieldCount(4 + extra));
+    }
+    let value = parse_value(value_text).ok_or_else(|| LineError::Value(value_text.into()))?;
+    let timestamp = parse_timestamp(timestamp_text)
+        .ok_or_else(|| LineError::Timestamp(timestamp_text.into()))?;
+    Ok(ParsedLine {
+        sample: Sample {
+            name,
+            value,
+            timestamp,
+            host,
+        },
+        value_text,
+        timestamp_text,
+    })
+}
+
+/// A finite float, or `None`. Accepts what Graphite's carbon accepts, minus inf and nan.
+pub fn parse_value(text: &str) -> Option<f64> {
+    text.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// Unix seconds: a finite, non-negative number.
+pub fn parse_timestamp(text: &str) -> Option<f64> {
+    parse_value(text).filter(|t| *t >= 0.0)
+}
+
+/// Largest magnitude below which an integral f64 is printed as a plain integer.
+const INTEGER_LIMIT: f64 = 9_223_372_036_854_775_808.0; // 2^63
+
+/// Appends `v` in the sample line's number form: integral values without a fraction (`42`,
+/// `-0`), others in the shortest form that parses back to the same f64 (`0.1`, `1e-7`).
+pub fn push_number(out: &mut Vec<u8>, v: f64) {
+    if v == v.trunc() && v.abs() < INTEGER_LIMIT {
+        if v == 0.0 && v.is_sign_negative() {
+            out.extend_from_slice(b"-0");
+        } else {
+            let mut buf = itoa::Buffer::new();
+            // Exact: |v| < 2^63 and integral, so the cast neither saturates nor rounds.
+            out.extend_from_slice(buf.format(v as i64).as_bytes());
+        }
+    } else {
+        let mut buf = ryu::Buffer::new();
+        // ryu's format_finite prints non-finite values as garbage; callers guarantee finite,
+        // but print them explicitly anyway so a bug upstream stays visible and parseable-fails.
+        let text = if v.is_finite() {
+            buf.format_finite(v)
+        } else {
+            buf.format(v)
+        };
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// A number in the sample line's form, for `format!` and friends.
+#[derive(Debug, Clone, Copy)]
+pub struct Number(pub f64);
+
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = Vec::with_capacity(24);
+        push_number(&mut buf, self.0);
+        // push_number writes only ASCII.
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// Appends one whole sample line, `\n` included.
+///
+/// The name and host must hold no whitespace; receivers replace it with `_` (see
+/// [`sanitize_whitespace`]) before they get here.
+pub fn push_line(out: &mut Vec<u8>, sample: &Sample<'_>) {
+    out.extend_from_slice(sample.name.as_bytes());
+    out.push(b' ');
+    push_number(out, sample.value);
+    out.push(b' ');
+    push_number(out, sample.timestamp);
+    if let Some(host) = sample.host.filter(|h| !h.is_empty()) {
+        out.push(b' ');
+        out.extend_from_slice(host.as_bytes());
+    }
+    out.push(b'\n');
+}
+
+/// The sample's line as a `String` (tests, logs); hot paths use [`push_line`].
+pub fn format_line(sample: &Sample<'_>) -> String {
+    let mut out = Vec::with_capacity(sample.name.len() + 40);
+    push_line(&mut out, sample);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Replaces every whitespace character with `_`, so that a name or host fits in one field.
+pub fn sanitize_whitespace(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_whitespace) {
+        text.chars()
+            .map(|c| if c.is_whitespace() { '_' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ok(line: &str) -> (String, f64, f64, Option<String>) {
+        let p = parse_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        (
+            p.sample.name.to_string(),
+            p.sample.value,
+            p.sample.timestamp,
+            p.sample.host.map(str::to_string),
+        )
+    }
+
+    #[test]
+    fn parse_table() {
+        let cases: &[(&str, (&str, f64, f64, Option<&str>))] = &[
+            (
+                "stats.gauges.queue_depth 42 1795650000",
+                ("stats.gauges.queue_depth", 42.0, 1795650000.0, None),
+            ),
+            (
+                "interface.en0.if_octets.rx 408.4 1795650000.25 toroid.local",
+                (
+                    "interface.en0.if_octets.rx",
+                    408.4,
+                    1795650000.25,
+                    Some("toroid.local"),
+                ),
+            ),
+            ("a 1 2\n", ("a", 1.0, 2.0, None)),
+            ("a 1 2\r\n", ("a", 1.0, 2.0, None)),
+            ("  a\t\t-1.5e3   2.5  h  ", ("a", -1500.0, 2.5, Some("h"))),
+            ("name;k=v;k2=v2 0 0", ("name;k=v;k2=v2", 0.0, 0.0, None)),
+            ("x +7 1e9", ("x", 7.0, 1e9, None)),
+            ("x .5 5.", ("x", 0.5, 5.0, None)),
+            ("ünïcode 1 1 hôst", ("ünïcode", 1.0, 1.0, Some("hôst"))),
+        ];
+        for (line, (name, value, ts, host)) in cases {
+            let got = ok(line);
+            assert_eq!(got.0, *name, "{line:?}");
+            assert_eq!(got.1.to_bits(), value.to_bits(), "{line:?}");
+            assert_eq!(got.2, *ts, "{line:?}");
+            assert_eq!(got.3.as_deref(), *host, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn parse_errors() {
+        let cases: &[(&[u8], LineError)] = &[
+            (b"", LineError::Empty),
+            (b"  \r\n", LineError::Empty),
+            (b"a", LineError::FieldCount(1)),
+            (b"a 1", LineError::FieldCount(2)),
+            (b"a 1 2 h extra", LineError::FieldCount(5)),
+            (b"a 1 2 h x y", LineError::FieldCount(6)),
+            (b"a nan 2", LineError::Value("nan".into())),
+            (b"a inf 2", LineError::Value("inf".into())),
+            (b"a -infinity 2", LineError::Value("-infinity".into())),
+            (b"a 1e400 2", LineError::Value("1e400".into())),
+            (b"a 0x10 2", LineError::Value("0x10".into())),
+            (b"a 1_0 2", LineError::Value("1_0".into())),
+            (b"a abc 2", LineError::Value("abc".into())),
+            (b"a 1 -5", LineError::Timestamp("-5".into())),
+            (b"a 1 now", LineError::Timestamp("now".into())),
+            (b"a 1 NaN", LineError::Timestamp("NaN".into())),
+            (b"a\xff 1 2", LineError::Utf8),
+        ];
+        for (line, err) in cases {
+            assert_eq!(
+                parse_line(line).err().as_ref(),
+                Some(err),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn error_text_names_the_value() {
+        let e = parse_str("a 12x 3").unwrap_err();
+        assert_eq!(e.to_string(), "value \"12x\" is not a finite number");
+    }
+
+    #[test]
+    fn number_forms() {
+        let cases: &[(f64, &str)] = &[
+            (42.0, "42"),
+            (-3.0, "-3"),
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (0.1, "0.1"),
+            (408.4, "408.4"),
+            (1795650000.25, "1795650000.25"),
+            (1e-7, "1e-7"),
+            (1e15, "1000000000000000"),
+            (9007199254740993.0, "9007199254740992"),
+            (1152921504606846976.0, "1152921504606846976"),
+            (1e300, "1e300"),
+            (f64::MAX, "1.7976931348623157e308"),
+            (f64::MIN_POSITIVE, "2.2250738585072014e-308"),
+            (5e-324, "5e-324"),
+            (10.0 / 3.0, "3.3333333333333335"),
+        ];
+        for (v, text) in cases {
+            assert_eq!(Number(*v).to_string(), *text);
+        }
+    }
+
+    #[test]
+    fn line_forms() {
+        let s = Sample {
+            name: "a.b",
+            value: 1.5,
+            timestamp: 1795650000.0,
+            host: Some("h.example"),
+        };
+        assert_eq!(format_line(&s), "a.b 1.5 1795650000 h.example\n");
+        let s = Sample { host: None, ..s };
+        assert_eq!(format_line(&s), "a.b 1.5 1795650000\n");
+        let s = Sample {
+            host: Some(""),
+            ..s
+        };
+        assert_eq!(format_line(&s), "a.b 1.5 1795650000\n");
+    }
+
+    #[test]
+    fn whitespace_is_replaced() {
+        assert_eq!(sanitize_whitespace("a b\tc"), "a_b_c");
+        assert!(matches!(
+            sanitize_whitespace("abc"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    fn finite() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<f64>().prop_filter("finite", |v| v.is_finite()),
+            (any::<i64>()).prop_map(|i| i as f64),
+            (0u64..(1u64 << 52)).prop_map(|m| f64::from_bits(m)), // subnormal (and zero)
+            (0u64..(1u64 << 52)).prop_map(|m| -f64::from_bits(m)),
+            (1e15f64..1e308).prop_map(|v| v.trunc()),
+            (-1e308f64..-1e15).prop_map(|v| v.trunc()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn round_trip_is_exact(v in finite(), t in (0u64..(1u64 << 40)), frac in 0u32..1000, host in proptest::option::of("[a-z.]{1,12}")) {
+            let ts = t as f64 + f64::from(frac) / 1000.0;
+            let s = Sample { name: "a.b;k=v", value: v, timestamp: ts, host: host.as_deref() };
+            let line = format_line(&s);
+            prop_assert!(line.ends_with('\n'));
+            let back = parse_str(&line).map_err(|e| TestCaseError::fail(format!("{line:?}: {e}")))?;
+            prop_assert_eq!(back.sample.value.to_bits(), v.to_bits(), "{}", line);
+            prop_assert_eq!(back.sample.timestamp.to_bits(), ts.to_bits(), "{}", line);
+            prop_assert_eq!(back.sample.name, "a.b;k=v");
+            prop_assert_eq!(back.sample.host, host.as_deref());
+        }
+
+        #[test]
+        fn any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = parse_line(&bytes);
+        }
+    }
+}
