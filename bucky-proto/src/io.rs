@@ -33,6 +33,8 @@ pub struct LineReader<R> {
     line_no: u64,
     /// Inside an overlong line: bytes are discarded up to the next newline.
     skipping: Option<usize>,
+    /// Bytes before this offset hold no newline (already scanned).
+    scanned: usize,
     eof: bool,
 }
 
@@ -52,6 +54,7 @@ impl<R: Read> LineReader<R> {
             max_line,
             line_no: 0,
             skipping: None,
+            scanned: 0,
             eof: false,
         }
     }
@@ -64,17 +67,26 @@ impl<R: Read> LineReader<R> {
     /// Reads once (blocking until some input or EOF arrives) and calls `f(line_no, line)` for
     /// every complete line now buffered. At EOF an unterminated last line is delivered too.
     /// Returns `Ok(false)` once the input is exhausted.
-    pub fn read_batch(&mut self, mut f: impl FnMut(u64, Line<'_>)) -> io::Result<bool> {
+    pub fn read_batch(&mut self, f: impl FnMut(u64, Line<'_>)) -> io::Result<bool> {
+        let more = self.fill()?;
+        self.drain(f);
+        Ok(more)
+    }
+
+    /// The read half of [`read_batch`](Self::read_batch): one blocking read. `Ok(false)` at EOF.
+    pub fn fill(&mut self) -> io::Result<bool> {
         if self.eof {
             return Ok(false);
         }
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            self.scanned = 0;
         } else if self.end == self.buf.len() {
             // Room for the next read: move the partial line to the front.
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
+            self.scanned -= self.start;
             self.start = 0;
         }
         let n = loop {
@@ -86,20 +98,15 @@ impl<R: Read> LineReader<R> {
         };
         if n == 0 {
             self.eof = true;
-            if let Some(len) = self.skipping.take() {
-                self.line_no += 1;
-                f(self.line_no, Line::TooLong(len + self.end - self.start));
-            } else if self.start < self.end {
-                self.line_no += 1;
-                f(self.line_no, Line::Text(&self.buf[self.start..self.end]));
-            }
-            self.start = 0;
-            self.end = 0;
-            return Ok(false);
         }
-        let scan_from = self.end;
         self.end += n;
-        let mut pos = scan_from;
+        Ok(n > 0)
+    }
+
+    /// The split half of [`read_batch`](Self::read_batch): delivers the complete lines that
+    /// [`fill`](Self::fill) brought in (and, after EOF, the unterminated last one).
+    pub fn drain(&mut self, mut f: impl FnMut(u64, Line<'_>)) {
+        let mut pos = self.scanned.max(self.start);
         while let Some(i) = memchr::memchr(b'\n', &self.buf[pos..self.end]) {
             let nl = pos + i;
             self.line_no += 1;
@@ -111,14 +118,28 @@ impl<R: Read> LineReader<R> {
             self.start = nl + 1;
             pos = self.start;
         }
+        self.scanned = self.end;
+        if self.eof {
+            if let Some(len) = self.skipping.take() {
+                self.line_no += 1;
+                f(self.line_no, Line::TooLong(len + self.end - self.start));
+            } else if self.start < self.end {
+                self.line_no += 1;
+                f(self.line_no, Line::Text(&self.buf[self.start..self.end]));
+            }
+            self.start = 0;
+            self.end = 0;
+            self.scanned = 0;
+            return;
+        }
         let partial = self.end - self.start;
         if partial > self.max_line {
             // Drop the buffered part of an overlong line and keep discarding to its end.
             *self.skipping.get_or_insert(0) += partial;
             self.start = 0;
             self.end = 0;
+            self.scanned = 0;
         }
-        Ok(true)
     }
 
     /// Drains the whole input, for tools and tests that do not care about read boundaries.

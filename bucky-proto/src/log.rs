@@ -23,11 +23,12 @@ pub fn parse_level(name: &str) -> Result<log::LevelFilter, LevelError> {
     })
 }
 
-/// Sets up stderr logging as `TOOL: LEVEL: message`. Safe to call more than once.
+/// Sets up stderr logging as `TOOL: LEVEL: message`. Safe to call more than once; the level
+/// can be changed later with `log::set_max_level`.
 pub fn init(tool: &'static str, level: log::LevelFilter) {
     use std::io::Write;
     let _ = env_logger::Builder::new()
-        .filter_level(level)
+        .filter_level(log::LevelFilter::Trace)
         .format(move |buf, record| {
             let level = match record.level() {
                 log::Level::Error => "error",
@@ -40,6 +41,7 @@ pub fn init(tool: &'static str, level: log::LevelFilter) {
         })
         .target(env_logger::Target::Stderr)
         .try_init();
+    log::set_max_level(level);
 }
 
 /// Lets through at most `burst` messages per `period`, and says how many were held back.
