@@ -189,9 +189,11 @@ mod tests {
         )
     }
 
+    type Expected<'a> = (&'a str, f64, f64, Option<&'a str>);
+
     #[test]
     fn parse_table() {
-        let cases: &[(&str, (&str, f64, f64, Option<&str>))] = &[
+        let cases: &[(&str, Expected)] = &[
             (
                 "stats.gauges.queue_depth 42 1795650000",
                 ("stats.gauges.queue_depth", 42.0, 1795650000.0, None),
@@ -315,7 +317,7 @@ mod tests {
         prop_oneof![
             any::<f64>().prop_filter("finite", |v| v.is_finite()),
             (any::<i64>()).prop_map(|i| i as f64),
-            (0u64..(1u64 << 52)).prop_map(|m| f64::from_bits(m)), // subnormal (and zero)
+            (0u64..(1u64 << 52)).prop_map(f64::from_bits), // subnormal (and zero)
             (0u64..(1u64 << 52)).prop_map(|m| -f64::from_bits(m)),
             (1e15f64..1e308).prop_map(|v| v.trunc()),
             (-1e308f64..-1e15).prop_map(|v| v.trunc()),
