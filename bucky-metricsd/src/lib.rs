@@ -1,0 +1,1 @@
+//! bucky-metricsd (work in progress).

@@ -1,0 +1,1 @@
+//! bucky-process (work in progress).
