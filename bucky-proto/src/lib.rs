@@ -51,6 +51,7 @@
 //! lines only, in writes of at most `PIPE_BUF` bytes, so several writers can share one pipe
 //! without a reader ever seeing half a line.
 
+pub mod capture;
 pub mod config;
 pub mod io;
 pub mod log;
