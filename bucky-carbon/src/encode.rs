@@ -3,7 +3,7 @@
 //! Naming is applied here. A batch always ends on a line or frame boundary, so it can be sent
 //! again whole on a new connection.
 
-use bucky_proto::sample::ParsedLine;
+use bucky_proto::sample::Fields;
 use bucky_proto::Namer;
 use serde_pickle::SerOptions;
 
@@ -63,16 +63,15 @@ impl Encoder {
     }
 
     /// Adds one sample; returns a batch when one is full.
-    pub fn push(&mut self, line: &ParsedLine<'_>) -> Option<Batch> {
-        let s = &line.sample;
+    pub fn push(&mut self, f: &Fields<'_>) -> Option<Batch> {
         match self.protocol {
             Protocol::Plaintext => {
                 let out = &mut self.current.bytes;
-                self.namer.push_path(out, s.host, s.name);
+                self.namer.push_path_bytes(out, f.host, f.name);
                 out.push(b' ');
-                out.extend_from_slice(line.value_text.as_bytes());
+                out.extend_from_slice(f.value);
                 out.push(b' ');
-                out.extend_from_slice(line.timestamp_text.as_bytes());
+                out.extend_from_slice(f.timestamp);
                 out.push(b'\n');
                 self.current.samples += 1;
                 if self.current.bytes.len() >= PLAINTEXT_BATCH_BYTES {
@@ -81,6 +80,7 @@ impl Encoder {
                 None
             }
             Protocol::Pickle { points_per_frame } => {
+                let s = f.sample();
                 self.path_buf.clear();
                 self.namer.push_path(&mut self.path_buf, s.host, s.name);
                 // Names and hosts come from UTF-8 text and naming only inserts ASCII, so this
@@ -158,7 +158,11 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bucky_proto::sample::parse_str;
+    use bucky_proto::sample::split_line;
+
+    fn parse_str(l: &str) -> Result<Fields<'_>, bucky_proto::LineError> {
+        split_line(l.as_bytes())
+    }
     use bucky_proto::NamingOptions;
     use serde_pickle::{DeOptions, HashableValue, Value};
 

@@ -19,7 +19,7 @@ use anyhow::Context;
 use bucky_proto::config::{pick, Config, Value};
 use bucky_proto::io::{Line, LineReader};
 use bucky_proto::log::{suppressed_note, RateLimit};
-use bucky_proto::sample::{parse_line, parse_str, LineError};
+use bucky_proto::sample::{split_line, LineError};
 use bucky_proto::shutdown::Shutdown;
 use bucky_proto::stats::{summary, unix_now, Counter, SelfMetrics, SelfMetricsOptions};
 use bucky_proto::{Namer, NamingOptions};
@@ -437,7 +437,7 @@ pub fn run(
                 let snapshot = sh.counters.snapshot(sh.queue.len());
                 metrics.push(&mut lines, &snapshot, unix_now().trunc());
                 for l in String::from_utf8_lossy(&lines).lines() {
-                    if let Ok(p) = parse_str(l) {
+                    if let Ok(p) = split_line(l.as_bytes()) {
                         if let Some(b) = encoder.push(&p) {
                             sh.queue.push(b);
                         }
@@ -544,12 +544,14 @@ fn read_inputs(inputs: Vec<Input>, mut encoder: Encoder, shared: &Shared) -> Res
                     }
                 }
             };
+            // Counted locally: one atomic add per chunk, not per line.
+            let (mut good, mut bad) = (0u64, 0u64);
             lines.drain(|line_no, line| {
                 let err = match line {
-                    Line::Text(text) => match parse_line(text) {
-                        Ok(p) => {
-                            shared.counters.lines_in.inc();
-                            if let Some(b) = encoder.push(&p) {
+                    Line::Text(text) => match split_line(text) {
+                        Ok(f) => {
+                            good += 1;
+                            if let Some(b) = encoder.push(&f) {
                                 push(b);
                             }
                             return;
@@ -559,7 +561,7 @@ fn read_inputs(inputs: Vec<Input>, mut encoder: Encoder, shared: &Shared) -> Res
                     },
                     Line::TooLong(len) => format!("line of {len} bytes is too long"),
                 };
-                shared.counters.bad_lines.inc();
+                bad += 1;
                 if let Some(n) = bad_log.allow() {
                     log::warn!(
                         "{} line {line_no}: {err} (skipped){}",
@@ -568,6 +570,8 @@ fn read_inputs(inputs: Vec<Input>, mut encoder: Encoder, shared: &Shared) -> Res
                     );
                 }
             });
+            shared.counters.lines_in.add(good);
+            shared.counters.bad_lines.add(bad);
             if let Some(b) = encoder.take_partial() {
                 push(b);
             }

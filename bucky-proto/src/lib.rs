@@ -61,4 +61,4 @@ pub mod shutdown;
 pub mod stats;
 
 pub use naming::{Namer, NamingOptions};
-pub use sample::{parse_line, push_line, LineError, ParsedLine, Sample};
+pub use sample::{parse_line, push_line, split_line, Fields, LineError, ParsedLine, Sample};

@@ -40,8 +40,6 @@ pub struct Namer {
     strip_duplicates: bool,
     /// Each trim entry split on `.`, stripped and reversed, to compare with a reversed host.
     host_trim: Vec<Vec<String>>,
-    /// True when the rules leave a host-less name unchanged, so the hot path can copy it.
-    identity_without_host: bool,
 }
 
 impl Namer {
@@ -71,14 +69,11 @@ impl Namer {
             .iter()
             .map(|t| t.split('.').rev().map(|c| c.trim().to_string()).collect())
             .collect();
-        let identity_without_host =
-            head.is_empty() && tail.is_empty() && !opts.name_strip_duplicates;
         Namer {
             head,
             tail,
             strip_duplicates: opts.name_strip_duplicates,
             host_trim,
-            identity_without_host,
         }
     }
 
@@ -86,35 +81,41 @@ impl Namer {
     ///
     /// Graphite tags (`name;k=v`) are kept as they are after the named path.
     pub fn push_path(&self, out: &mut Vec<u8>, host: Option<&str>, name: &str) {
-        let (path, tags) = match name.find(';') {
+        self.push_path_bytes(out, host.map(str::as_bytes), name.as_bytes());
+    }
+
+    /// [`push_path`](Self::push_path) over bytes, for writers that never convert to `str`.
+    pub fn push_path_bytes(&self, out: &mut Vec<u8>, host: Option<&[u8]>, name: &[u8]) {
+        let (path, tags) = match name.iter().position(|&c| c == b';') {
             Some(i) => name.split_at(i),
-            None => (name, ""),
+            None => (name, &b""[..]),
         };
         let host = host.filter(|h| !h.is_empty());
-        if host.is_none() && self.identity_without_host {
-            out.extend_from_slice(path.as_bytes());
-        } else {
-            let mut w = PathWriter {
-                out,
-                start: 0,
-                last: None,
-                strip: self.strip_duplicates,
-            };
-            w.start = w.out.len();
-            for c in &self.head {
-                w.push(c);
-            }
-            if let Some(host) = host {
-                self.push_host(&mut w, host);
-            }
-            for c in path.split('.') {
-                w.push(c);
-            }
-            for c in &self.tail {
-                w.push(c);
-            }
+        if host.is_none()
+            && self.head.is_empty()
+            && self.tail.is_empty()
+            && !(self.strip_duplicates && has_adjacent_duplicate(path))
+        {
+            // The common StatsD case: the rules leave the name as it is.
+            out.extend_from_slice(name);
+            return;
         }
-        out.extend_from_slice(tags.as_bytes());
+        let mut w = PathWriter {
+            out,
+            last: None,
+            strip: self.strip_duplicates,
+        };
+        for c in &self.head {
+            w.push(c.as_bytes());
+        }
+        if let Some(host) = host {
+            self.push_host(&mut w, host);
+        }
+        w.push_dotted(path);
+        for c in &self.tail {
+            w.push(c.as_bytes());
+        }
+        out.extend_from_slice(tags);
     }
 
     /// The path as a `String` (tests, logs).
@@ -124,47 +125,89 @@ impl Namer {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    fn push_host(&self, w: &mut PathWriter<'_>, host: &str) {
-        // A stack buffer would do for any real host; hosts with more parts fall back to the heap.
-        let mut parts: Vec<&str> = host.split('.').rev().map(str::trim).collect();
-        for trim in &self.host_trim {
-            // The original raised IndexError when a trim entry was longer than the host; a trim
-            // that does not fit simply does not match.
-            if trim.len() <= parts.len() && parts.iter().zip(trim).all(|(p, t)| p == t) {
-                parts.drain(..trim.len());
-                break;
+    fn push_host(&self, w: &mut PathWriter<'_>, host: &[u8]) {
+        // The original raised IndexError when a trim entry was longer than the host; a trim
+        // that does not fit simply does not match.
+        let skip = if self.host_trim.is_empty() {
+            0
+        } else {
+            let parts = || host.rsplit(|&c| c == b'.').map(<[u8]>::trim_ascii);
+            let count = parts().count();
+            self.host_trim
+                .iter()
+                .find(|trim| {
+                    trim.len() <= count && parts().zip(trim.iter()).all(|(p, t)| p == t.as_bytes())
+                })
+                .map_or(0, Vec::len)
+        };
+        let mut end = host.len();
+        let mut k = 0;
+        for i in (0..host.len()).rev() {
+            if host[i] == b'.' {
+                if k >= skip {
+                    w.push(host[i + 1..end].trim_ascii());
+                }
+                k += 1;
+                end = i;
             }
         }
-        for p in parts {
-            w.push(p);
+        if k >= skip {
+            w.push(host[..end].trim_ascii());
         }
     }
+}
+
+/// True when two consecutive components are equal (`a.b.b.c`), which strip_duplicates removes.
+fn has_adjacent_duplicate(path: &[u8]) -> bool {
+    // Names are short: a plain loop beats a memchr call per dot.
+    let (mut prev_start, mut prev_end) = (usize::MAX, 0);
+    let mut start = 0;
+    for i in 0..=path.len() {
+        if i == path.len() || path[i] == b'.' {
+            if prev_start != usize::MAX
+                && prev_end - prev_start == i - start
+                && path[prev_start..prev_end] == path[start..i]
+            {
+                return true;
+            }
+            (prev_start, prev_end) = (start, i);
+            start = i + 1;
+        }
+    }
+    false
 }
 
 /// Joins components with `.`, collapsing consecutive duplicates when asked to.
 struct PathWriter<'a> {
     out: &'a mut Vec<u8>,
-    start: usize,
     /// Byte range of the last component written, for duplicate stripping.
     last: Option<(usize, usize)>,
     strip: bool,
 }
 
 impl PathWriter<'_> {
-    fn push(&mut self, component: &str) {
-        if self.strip {
-            if let Some((s, e)) = self.last {
-                if &self.out[s..e] == component.as_bytes() {
-                    return;
-                }
+    fn push(&mut self, component: &[u8]) {
+        if let Some((s, e)) = self.last {
+            if self.strip && e - s == component.len() && self.out[s..e] == *component {
+                return;
             }
-        }
-        if self.out.len() > self.start || self.last.is_some() {
             self.out.push(b'.');
         }
         let s = self.out.len();
-        self.out.extend_from_slice(component.as_bytes());
+        self.out.extend_from_slice(component);
         self.last = Some((s, self.out.len()));
+    }
+
+    /// Pushes each `.`-separated component of `path`, empty ones included.
+    fn push_dotted(&mut self, path: &[u8]) {
+        let mut start = 0;
+        for i in 0..path.len() {
+            if path[i] == b'.' {
+                self.push(&path[start..i]);
+                start = i + 1;
+            }
+        }
+        self.push(&path[start..]);
     }
 }
 
@@ -329,6 +372,62 @@ mod tests {
         });
         for name in ["a.a.b", "x", "", "a..b;t=1"] {
             assert_eq!(plain.path(None, name), name);
+        }
+    }
+
+    /// The spec's algorithm, written as plainly as possible, to check the fast paths against.
+    fn reference(o: &NamingOptions, host: Option<&str>, name: &str) -> String {
+        let (path, tags) = match name.find(';') {
+            Some(i) => name.split_at(i),
+            None => (name, ""),
+        };
+        let mut parts: Vec<String> = Vec::new();
+        parts.extend(o.name_prefix.iter().filter(|p| !p.is_empty()).cloned());
+        parts.extend(o.name_prefix_parts.iter().cloned());
+        if let Some(h) = host.filter(|h| !h.is_empty()) {
+            let mut hp: Vec<String> = h.split('.').rev().map(|c| c.trim().to_string()).collect();
+            for t in &o.name_host_trim {
+                let tp: Vec<String> = t.split('.').rev().map(|c| c.trim().to_string()).collect();
+                if tp.len() <= hp.len() && hp[..tp.len()] == tp[..] {
+                    hp.drain(..tp.len());
+                    break;
+                }
+            }
+            parts.extend(hp);
+        }
+        parts.extend(path.split('.').map(str::to_string));
+        parts.extend(o.name_postfix_parts.iter().cloned());
+        parts.extend(o.name_postfix.iter().filter(|p| !p.is_empty()).cloned());
+        if let Some(r) = &o.name_replace_char {
+            parts = parts.into_iter().map(|p| p.replace('.', r)).collect();
+        }
+        if o.name_strip_duplicates {
+            parts.dedup();
+        }
+        parts.join(".") + tags
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn matches_the_reference(
+            name in "[ab.;=]{0,12}",
+            host in proptest::option::of("[ab. ]{0,8}"),
+            prefix in proptest::option::of("[ab.]{0,3}"),
+            postfix in proptest::option::of("[ab.]{0,3}"),
+            trim in proptest::collection::vec("[ab.]{1,4}", 0..3),
+            strip in proptest::bool::ANY,
+        ) {
+            let o = NamingOptions {
+                name_prefix: prefix,
+                name_postfix: postfix,
+                name_host_trim: trim,
+                name_strip_duplicates: strip,
+                ..NamingOptions::default()
+            };
+            proptest::prop_assert_eq!(
+                Namer::new(&o).path(host.as_deref(), &name),
+                reference(&o, host.as_deref(), &name)
+            );
         }
     }
 }

@@ -46,46 +46,231 @@ pub enum LineError {
     Timestamp(String),
 }
 
-/// Parses one line (with or without its trailing `\n` or `\r\n`).
+/// The four fields of a sample line, checked but not converted.
 ///
-/// Fields may be separated by runs of spaces or tabs and the line may carry surrounding
+/// The line is known to be UTF-8, and `value` and `timestamp` to parse to a finite number (a
+/// non-negative one for the timestamp). Writers that only re-emit the fields (the carbon
+/// plaintext writer) copy these bytes and never pay for conversions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields<'a> {
+    pub name: &'a [u8],
+    pub value: &'a [u8],
+    pub timestamp: &'a [u8],
+    pub host: Option<&'a [u8]>,
+}
+
+impl<'a> Fields<'a> {
+    /// Converts the fields (already validated by [`split_line`]).
+    pub fn sample(&self) -> Sample<'a> {
+        let text = |b: &'a [u8]| std::str::from_utf8(b).unwrap_or_default();
+        Sample {
+            name: text(self.name),
+            value: parse_value(text(self.value)).unwrap_or(0.0),
+            timestamp: parse_timestamp(text(self.timestamp)).unwrap_or(0.0),
+            host: self.host.map(text),
+        }
+    }
+}
+
+fn is_separator(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'\x0b' | b'\x0c')
+}
+
+/// Splits and checks one line (with or without its trailing `\n` or `\r\n`).
+///
+/// Fields may be separated by runs of ASCII whitespace and the line may carry surrounding
 /// whitespace, so any Graphite plaintext producer is accepted as it stands.
+pub fn split_line(line: &[u8]) -> Result<Fields<'_>, LineError> {
+    let (n, fields) = match split_single_spaces(line) {
+        Some(Scan::Ascii(n, f)) => (n, f),
+        Some(Scan::NonAscii(n, f)) => {
+            std::str::from_utf8(line).map_err(|_| LineError::Utf8)?;
+            (n, f)
+        }
+        None => {
+            std::str::from_utf8(line).map_err(|_| LineError::Utf8)?;
+            split_any_whitespace(line)
+        }
+    };
+    match n {
+        0 => return Err(LineError::Empty),
+        1 | 2 | 5.. => return Err(LineError::FieldCount(n)),
+        _ => {}
+    }
+    let [name, value, timestamp, host] = fields;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if !(is_plain_decimal(value) || parse_value_bytes(value).is_some()) {
+        return Err(LineError::Value(text(value)));
+    }
+    let ts_ok = if is_plain_decimal(timestamp) && timestamp[0] != b'-' {
+        true
+    } else {
+        parse_value_bytes(timestamp).is_some_and(|t| t >= 0.0)
+    };
+    if !ts_ok {
+        return Err(LineError::Timestamp(text(timestamp)));
+    }
+    Ok(Fields {
+        name,
+        value,
+        timestamp,
+        host: (n == 4).then_some(host),
+    })
+}
+
+fn parse_value_bytes(b: &[u8]) -> Option<f64> {
+    std::str::from_utf8(b).ok().and_then(parse_value)
+}
+
+/// What the fast scan found: the fields, and whether UTF-8 still needs checking.
+enum Scan<'a> {
+    Ascii(usize, [&'a [u8]; 4]),
+    NonAscii(usize, [&'a [u8]; 4]),
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// 0x80 in each byte of `v` that is zero, 0 in the others (exact: no false positives).
+fn zero_bytes(v: u64) -> u64 {
+    !(((v & LOW7).wrapping_add(LOW7)) | v | LOW7)
+}
+
+/// 0x80 in each ASCII byte of `v` that is `\t`, `\n`, `\x0b`, `\x0c` or `\r`.
+fn control_whitespace(v: u64) -> u64 {
+    let low = v & LOW7;
+    let at_least_9 = low.wrapping_add((0x80 - 9) * ONES);
+    let at_least_14 = low.wrapping_add((0x80 - 14) * ONES);
+    at_least_9 & !at_least_14 & !v & HIGH
+}
+
+/// The canonical form, fast: fields separated by single spaces, an optional `\n` or `\r\n`.
+/// Scans eight bytes at a time for spaces, other whitespace and non-ASCII bytes. `None` sends
+/// the line to [`split_any_whitespace`].
+fn split_single_spaces(line: &[u8]) -> Option<Scan<'_>> {
+    let mut b = line;
+    if let [rest @ .., b'\n'] = b {
+        b = rest;
+    }
+    if let [rest @ .., b'\r'] = b {
+        b = rest;
+    }
+    let mut spaces = [0usize; 4];
+    let mut n_spaces = 0;
+    let mut high = 0u64;
+    let mut other = 0u64;
+    let mut record = |i: usize| {
+        if n_spaces < 4 {
+            spaces[n_spaces] = i;
+        }
+        n_spaces += 1;
+    };
+    let mut chunks = b.chunks_exact(8);
+    for (ci, chunk) in chunks.by_ref().enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        high |= v & HIGH;
+        other |= control_whitespace(v);
+        let mut m = zero_bytes(v ^ (b' ' as u64 * ONES));
+        while m != 0 {
+            record(ci * 8 + (m.trailing_zeros() / 8) as usize);
+            m &= m - 1;
+        }
+    }
+    let base = b.len() - chunks.remainder().len();
+    for (i, &c) in chunks.remainder().iter().enumerate() {
+        high |= u64::from(c & 0x80);
+        other |= u64::from(matches!(c, b'\t'..=b'\r'));
+        if c == b' ' {
+            record(base + i);
+        }
+    }
+    if other != 0 || n_spaces > 3 {
+        return None;
+    }
+    let mut fields: [&[u8]; 4] = [b""; 4];
+    let mut start = 0;
+    for (k, &end) in spaces[..n_spaces]
+        .iter()
+        .chain(std::iter::once(&b.len()))
+        .enumerate()
+    {
+        if end == start {
+            // Empty field: leading, trailing or doubled space, or an empty line.
+            return None;
+        }
+        fields[k] = &b[start..end];
+        start = end + 1;
+    }
+    let n = n_spaces + 1;
+    Some(if high == 0 {
+        Scan::Ascii(n, fields)
+    } else {
+        Scan::NonAscii(n, fields)
+    })
+}
+
+/// Any run of ASCII whitespace separates fields; counts every field for the error message.
+fn split_any_whitespace(b: &[u8]) -> (usize, [&[u8]; 4]) {
+    let mut fields: [&[u8]; 4] = [b""; 4];
+    let mut n = 0;
+    let mut i = 0;
+    loop {
+        while i < b.len() && is_separator(b[i]) {
+            i += 1;
+        }
+        if i == b.len() {
+            break;
+        }
+        let start = i;
+        while i < b.len() && !is_separator(b[i]) {
+            i += 1;
+        }
+        if n < 4 {
+            fields[n] = &b[start..i];
+        }
+        n += 1;
+    }
+    (n, fields)
+}
+
+/// `[+-]digits[.digits]` (or `.digits`, `digits.`) short enough to be finite: the common case,
+/// checked without converting.
+fn is_plain_decimal(t: &[u8]) -> bool {
+    let digits = match t.first() {
+        Some(b'+' | b'-') => &t[1..],
+        _ => t,
+    };
+    if digits.is_empty() || digits.len() > 300 {
+        return false;
+    }
+    let mut seen_digit = false;
+    let mut seen_dot = false;
+    for &c in digits {
+        match c {
+            b'0'..=b'9' => seen_digit = true,
+            b'.' if !seen_dot => seen_dot = true,
+            _ => return false,
+        }
+    }
+    seen_digit
+}
+
+/// Parses one line (with or without its trailing `\n` or `\r\n`) and converts its numbers.
 pub fn parse_line(line: &[u8]) -> Result<ParsedLine<'_>, LineError> {
-    let text = std::str::from_utf8(line).map_err(|_| LineError::Utf8)?;
-    parse_str(text)
+    let f = split_line(line)?;
+    Ok(ParsedLine {
+        sample: f.sample(),
+        value_text: std::str::from_utf8(f.value).unwrap_or_default(),
+        timestamp_text: std::str::from_utf8(f.timestamp).unwrap_or_default(),
+    })
 }
 
 /// [`parse_line`] for text already known to be UTF-8.
 pub fn parse_str(text: &str) -> Result<ParsedLine<'_>, LineError> {
-    let mut fields = text
-        .split([' ', '\t', '\r', '\n'])
-        .filter(|f| !f.is_empty());
-    let name = fields.next().ok_or(LineError::Empty)?;
-    let value_text = fields.next();
-    let timestamp_text = fields.next();
-    let host = fields.next();
-    let extra = fields.count();
-    let (Some(value_text), Some(timestamp_text)) = (value_text, timestamp_text) else {
-        return Err(LineError::FieldCount(
-            1 + usize::from(value_text.is_some()) + usize::from(timestamp_text.is_some()),
-        ));
-    };
-    if extra > 0 {
-        return Err(LineError::FieldCount(4 + extra));
-    }
-    let value = parse_value(value_text).ok_or_else(|| LineError::Value(value_text.into()))?;
-    let timestamp = parse_timestamp(timestamp_text)
-        .ok_or_else(|| LineError::Timestamp(timestamp_text.into()))?;
-    Ok(ParsedLine {
-        sample: Sample {
-            name,
-            value,
-            timestamp,
-            host,
-        },
-        value_text,
-        timestamp_text,
-    })
+    parse_line(text.as_bytes())
 }
 
 /// A finite float, or `None`. Accepts what Graphite's carbon accepts, minus inf and nan.
@@ -256,6 +441,53 @@ mod tests {
     }
 
     #[test]
+    fn fast_number_check_agrees_with_the_parser() {
+        for t in [
+            "1",
+            "-1",
+            "+1",
+            "1.",
+            ".5",
+            "-.5",
+            "0",
+            "-0",
+            "1.2.3",
+            ".",
+            "-",
+            "+",
+            "",
+            "1e5",
+            "12a",
+            "١",
+            "00012.5000",
+            "--1",
+            "+-1",
+        ] {
+            let fast = is_plain_decimal(t.as_bytes());
+            if fast {
+                assert!(parse_value(t).is_some(), "{t:?}");
+            }
+        }
+        let long = "9".repeat(300);
+        assert!(is_plain_decimal(long.as_bytes()) && parse_value(&long).is_some());
+        let longer = "9".repeat(400);
+        assert!(!is_plain_decimal(longer.as_bytes()) && parse_value(&longer).is_none());
+        assert_eq!(
+            split_line(b"a -0 -0").unwrap(),
+            Fields {
+                name: b"a",
+                value: b"-0",
+                timestamp: b"-0",
+                host: None
+            }
+        );
+        assert_eq!(
+            split_line(b"a 1 -1").unwrap_err(),
+            LineError::Timestamp("-1".into())
+        );
+    }
+
+    #[test]
     fn error_text_names_the_value() {
         let e = parse_str("a 12x 3").unwrap_err();
         assert_eq!(e.to_string(), "value \"12x\" is not a finite number");
@@ -343,6 +575,30 @@ mod tests {
         #[test]
         fn any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = parse_line(&bytes);
+        }
+
+        #[test]
+        fn fast_scan_agrees_with_the_general_split(line in "[a1.é \t\r\x0b-]{0,40}\n?") {
+            let b = line.as_bytes();
+            let general = split_any_whitespace(b);
+            match split_single_spaces(b) {
+                Some(Scan::Ascii(n, f)) => {
+                    prop_assert!(line.is_ascii());
+                    prop_assert_eq!((n, f), general);
+                }
+                Some(Scan::NonAscii(n, f)) => {
+                    prop_assert!(!line.is_ascii());
+                    prop_assert_eq!((n, f), general);
+                }
+                None => {}
+            }
+        }
+
+        #[test]
+        fn split_accepts_exactly_what_parses(v in "[-+]?[0-9.]{0,6}(e[-+]?[0-9]{1,3})?", t in "[-+]?[0-9.]{0,6}") {
+            let line = format!("n {v} {t}");
+            let ok = parse_value(&v).is_some() && parse_timestamp(&t).is_some();
+            prop_assert_eq!(split_line(line.as_bytes()).is_ok(), ok, "{}", line);
         }
     }
 }
