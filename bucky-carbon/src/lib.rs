@@ -6,6 +6,7 @@
 
 pub mod encode;
 pub mod queue;
+pub mod ring;
 pub mod writer;
 
 use std::fs::File;
