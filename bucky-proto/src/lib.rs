@@ -56,6 +56,7 @@ pub mod config;
 pub mod io;
 pub mod log;
 pub mod naming;
+pub mod privs;
 pub mod sample;
 pub mod shutdown;
 pub mod stats;
