@@ -1,1 +1,356 @@
-//! bucky-process (work in progress).
+//! bucky-process: the sample filter between the receivers and `bucky-carbon`. Reads samples,
+//! runs the declarative rules of `processor_rules` ([`rules`]) and the Lua function of
+//! `processor_lua` ([`lua`]) on each, in order ([`processor`]), and writes what is left.
+//!
+//! It is the original's `processor` without Python (decisions.md §6): the same semantics
+//! (drop, forward, forward the original on error unless `processor_drop_on_error`), as a pipe.
+
+pub mod lua;
+pub mod processor;
+pub mod rules;
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bucky_proto::config::{pick, Config};
+use bucky_proto::io::{is_broken_pipe, Line, LineReader, LineWriter};
+use bucky_proto::shutdown::Shutdown;
+use bucky_proto::stats::{summary, unix_now, SelfMetrics, SelfMetricsOptions};
+use clap::Parser;
+
+pub use lua::LuaProcessor;
+pub use processor::{Counters, Processor};
+pub use rules::Rule;
+
+/// Command line of bucky-process. Every flag overrides the config file key named in its help.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bucky-process",
+    version,
+    about = "Filter samples from stdin (or files) to stdout with rules and a Lua function.",
+    long_about = "Filter samples from stdin (or files) to stdout with rules and a Lua function.\n\n\
+        Input and output: one sample per line, `NAME VALUE TIMESTAMP[ HOST]`. The rules \
+        (processor_rules in the config file) drop, keep or rename samples by regex, drop \
+        samples outside a time window around now, or drop non-finite values, in order; the \
+        Lua function (processor_lua) gets host, name, value and time and returns them \
+        (forward), nothing (drop), or fails (the original is forwarded unless \
+        processor_drop_on_error)."
+)]
+pub struct Args {
+    /// Input files of samples; `-` is stdin.
+    #[arg(value_name = "INPUT", default_value = "-")]
+    pub inputs: Vec<PathBuf>,
+
+    /// Config file: TOML, or an original bucky config (Python literals only). The rules are
+    /// read from its processor_rules.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Lua script returning (or defining a global `process`) function(host, name, value,
+    /// time) (processor_lua; a relative path in the config file is relative to that file)
+    /// [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub lua: Option<PathBuf>,
+
+    /// Drop the sample when the Lua function fails, instead of forwarding it unchanged
+    /// (processor_drop_on_error) [default: off]
+    #[arg(long)]
+    pub drop_on_error: bool,
+
+    /// Seconds between self-metrics (bucky.process.*) written to stdout; 0 turns them off
+    /// (self_metrics_interval) [default: 10]
+    #[arg(long, value_name = "SECS")]
+    pub self_metrics_interval: Option<f64>,
+
+    /// First component of the self-metric names (self_metrics_prefix) [default: bucky]
+    #[arg(long, value_name = "PREFIX")]
+    pub self_metrics_prefix: Option<String>,
+
+    /// CRITICAL, ERROR, WARNING, INFO or DEBUG (log_level) [default: INFO]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Everything bucky-process needs, resolved from flags, config file and defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub rules: Vec<Rule>,
+    pub lua: Option<PathBuf>,
+    pub drop_on_error: bool,
+    pub self_metrics: SelfMetricsOptions,
+    pub log_level: log::LevelFilter,
+}
+
+impl Settings {
+    /// Flags beat the config file, which beats the defaults.
+    pub fn resolve(args: &Args, cfg: &Config) -> anyhow::Result<Settings> {
+        let rules = rules::from_config(cfg)?;
+        let lua = match &args.lua {
+            Some(p) => Some(p.clone()),
+            None => cfg.get::<PathBuf>("processor_lua")?.map(|p| {
+                // Relative to the config file, so that the two can move together.
+                match cfg.path().and_then(Path::parent) {
+                    Some(dir) if p.is_relative() => dir.join(p),
+                    _ => p,
+                }
+            }),
+        };
+        if lua.is_none() && rules.iter().any(|r| matches!(r, Rule::Lua)) {
+            anyhow::bail!(
+                "{}: processor_rules has a lua rule but no processor_lua script is set",
+                cfg.origin()
+            );
+        }
+        let interval = pick(
+            args.self_metrics_interval,
+            cfg,
+            "self_metrics_interval",
+            10.0,
+        )?;
+        let self_metrics = SelfMetricsOptions {
+            interval: Duration::try_from_secs_f64(interval).map_err(|_| {
+                anyhow::anyhow!("self_metrics_interval: {interval} is not a number of seconds >= 0")
+            })?,
+            prefix: pick(
+                args.self_metrics_prefix.clone(),
+                cfg,
+                "self_metrics_prefix",
+                "bucky".into(),
+            )?,
+        };
+        let level_name = pick(args.log_level.clone(), cfg, "log_level", "INFO".into())?;
+        Ok(Settings {
+            rules,
+            lua,
+            drop_on_error: args.drop_on_error || cfg.get_or("processor_drop_on_error", false)?,
+            self_metrics,
+            log_level: bucky_proto::log::parse_level(&level_name)?,
+        })
+    }
+
+    /// The processor these settings describe (loads the Lua script).
+    pub fn processor(&self) -> anyhow::Result<Processor> {
+        let lua = match &self.lua {
+            Some(p) => Some(LuaProcessor::load(p)?),
+            None => None,
+        };
+        Ok(Processor::new(self.rules.clone(), lua, self.drop_on_error))
+    }
+}
+
+/// One input and the name used in messages.
+#[derive(Debug)]
+pub struct Input {
+    pub name: String,
+    pub file: File,
+    /// Wait for it with poll(2) (stdin), so a signal is noticed while no input comes.
+    pub poll: bool,
+}
+
+/// Opens the inputs up front so a missing file fails before anything starts.
+pub fn open_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
+    paths
+        .iter()
+        .map(|p| {
+            if p.as_os_str() == "-" {
+                // Our own descriptor of stdin: a File reads without std's extra buffer, which
+                // would hide buffered input from poll(2).
+                let fd = io::stdin()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context("duplicating stdin")?;
+                Ok(Input {
+                    name: "stdin".into(),
+                    file: File::from(fd),
+                    poll: true,
+                })
+            } else {
+                let file = File::open(p).with_context(|| format!("input {}", p.display()))?;
+                Ok(Input {
+                    name: p.display().to_string(),
+                    file,
+                    poll: false,
+                })
+            }
+        })
+        .collect()
+}
+
+/// Whether `file` has input (or EOF) within `timeout`.
+fn wait_readable(file: &File, timeout: Duration) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The input ended, or a signal came; everything read was written.
+    Done,
+    /// Stdout's reader went away.
+    BrokenPipe,
+    /// Reading an input failed; what was read before was processed.
+    InputError(String),
+    /// Writing the output failed (other than a broken pipe).
+    OutputError(String),
+}
+
+/// Runs `processor` over `inputs` until they end or `stop` is raised, writing to `out`.
+pub fn run<W: Write>(
+    settings: &Settings,
+    processor: &mut Processor,
+    inputs: Vec<Input>,
+    out: W,
+    stop: &Shutdown,
+) -> Outcome {
+    let mut writer = LineWriter::new(out);
+    let metrics = SelfMetrics::new(&settings.self_metrics.prefix, "process");
+    let every = settings.self_metrics.interval;
+    let mut next_metrics = (!every.is_zero()).then(|| Instant::now() + every);
+    let mut lines = Vec::new();
+    let mut outcome = Outcome::Done;
+
+    // Writes the self-metrics when due (or when `force`d and they are on).
+    let mut self_metrics =
+        |writer: &mut LineWriter<W>, p: &Processor, force: bool| -> io::Result<()> {
+            let Some(due) = next_metrics else {
+                return Ok(());
+            };
+            let now = Instant::now();
+            if !force && now < due {
+                return Ok(());
+            }
+            lines.clear();
+            metrics.push(&mut lines, &p.counters.snapshot(), unix_now().trunc());
+            next_metrics = Some(now + every);
+            for line in lines.split_inclusive(|b| *b == b'\n') {
+                writer.write_lines(line)?;
+            }
+            Ok(())
+        };
+
+    let mut write_error = None;
+    'inputs: for input in inputs {
+        let mut reader = LineReader::new(&input.file);
+        loop {
+            if stop.is_set() {
+                log::info!("received a signal: stopping");
+                break 'inputs;
+            }
+            if input.poll {
+                match wait_readable(&input.file, Duration::from_millis(100)) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let r = self_metrics(&mut writer, processor, false)
+                            .and_then(|()| writer.flush());
+                        if let Err(e) = r {
+                            write_error = Some(e);
+                            break 'inputs;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        outcome = Outcome::InputError(format!("waiting for {}: {e}", input.name));
+                        break 'inputs;
+                    }
+                }
+            }
+            let more = match reader.fill() {
+                Ok(more) => more,
+                Err(e) => {
+                    outcome = Outcome::InputError(format!("reading {}: {e}", input.name));
+                    false
+                }
+            };
+            let now = unix_now();
+            let mut err = None;
+            reader.drain(|line_no, line| {
+                if err.is_some() {
+                    return;
+                }
+                match line {
+                    Line::Text(text) => {
+                        let r = writer
+                            .push(|buf| processor.process(text, &input.name, line_no, now, buf));
+                        if let Err(e) = r {
+                            err = Some(e);
+                        }
+                    }
+                    Line::TooLong(len) => processor.bad_line(
+                        &input.name,
+                        line_no,
+                        &format!("line of {len} bytes is too long"),
+                    ),
+                }
+            });
+            // Flush whenever the input pauses (each read), so no sample waits in a buffer.
+            let r = match err {
+                Some(e) => Err(e),
+                None => self_metrics(&mut writer, processor, false).and_then(|()| writer.flush()),
+            };
+            if let Err(e) = r {
+                write_error = Some(e);
+                break 'inputs;
+            }
+            if outcome != Outcome::Done {
+                break 'inputs;
+            }
+            if !more {
+                break;
+            }
+        }
+    }
+    if write_error.is_none() {
+        write_error = self_metrics(&mut writer, processor, true)
+            .and_then(|()| writer.flush())
+            .err();
+    }
+    match write_error {
+        Some(e) if is_broken_pipe(&e) => Outcome::BrokenPipe,
+        Some(e) => Outcome::OutputError(e.to_string()),
+        None => outcome,
+    }
+}
+
+/// Loads the config named by `--config`, warning about unknown keys.
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let cfg = Config::load_optional(path)?;
+    cfg.warn_unknown("bucky-process");
+    Ok(cfg)
+}
+
+/// The whole program after argument parsing: returns the process exit code.
+pub fn main_with(args: Args) -> anyhow::Result<u8> {
+    bucky_proto::log::init("bucky-process", log::LevelFilter::Info);
+    let cfg = load_config(args.config.as_deref())?;
+    let settings = Settings::resolve(&args, &cfg)?;
+    log::set_max_level(settings.log_level);
+    let mut processor = settings.processor()?;
+    let inputs = open_inputs(&args.inputs)?;
+    let stop = Shutdown::on_signals().context("installing signal handlers")?;
+    let outcome = run(
+        &settings,
+        &mut processor,
+        inputs,
+        io::stdout().lock(),
+        &stop,
+    );
+    log::info!("exiting: {}", summary(&processor.counters.snapshot()));
+    Ok(match outcome {
+        Outcome::Done | Outcome::BrokenPipe => 0,
+        Outcome::InputError(e) | Outcome::OutputError(e) => {
+            log::error!("{e}");
+            1
+        }
+    })
+}
