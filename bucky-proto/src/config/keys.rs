@@ -102,6 +102,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "statsd_threads",
     "statsd_max_keys",
     "statsd_tags_enabled",
+    "statsd_tcp_max_connections",
+    "statsd_max_values",
     // New: collectd (decisions.md §4, bounded rate cache).
     "collectd_rate_expiry",
 ];

@@ -1,0 +1,675 @@
+//! bucky-statsd: a StatsD server. Receives StatsD lines over UDP (and TCP when enabled),
+//! aggregates them per flush interval and writes the results to stdout as samples
+//! (`NAME VALUE TIMESTAMP`), for `bucky-process` and `bucky-carbon` downstream.
+//!
+//! * Protocol: spec §3.2 with decisions.md §3 ([`parse`]).
+//! * Speed: one receiving thread per socket, sockets sharing the port with SO_REUSEPORT,
+//!   recvmmsg in batches, per-thread aggregation merged at flush time ([`server`]).
+//! * Safety: a cap on distinct keys and on values per interval ([`aggregate::Limits`]); kernel
+//!   drops counted; a final flush of everything received on SIGTERM/SIGINT.
+
+pub mod aggregate;
+pub mod flush;
+pub mod gauges_file;
+pub mod parse;
+pub mod server;
+pub mod tcp;
+pub mod udp;
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bucky_proto::config::{pick, Config};
+use bucky_proto::io::{is_broken_pipe, LineWriter};
+use bucky_proto::shutdown::Shutdown;
+use bucky_proto::stats::{summary, unix_now, SelfMetrics, SelfMetricsOptions};
+use clap::Parser;
+
+use crate::aggregate::{Ingest, Limits};
+use crate::flush::{FlushOptions, Flusher, Names, TimerStats};
+use crate::server::Hub;
+use crate::tcp::{TcpCounters, TcpOptions};
+
+/// How long the flusher waits for the threads' aggregates at a flush.
+const COLLECT_WAIT: Duration = Duration::from_secs(2);
+/// How long the threads may take to drain their sockets and stop.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Command line of bucky-statsd. Every flag overrides the config file key named in its help.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bucky-statsd",
+    version,
+    about = "A StatsD server: StatsD over UDP (and TCP) in, aggregated samples on stdout.",
+    long_about = "A StatsD server: StatsD over UDP (and TCP) in, aggregated samples on stdout.\n\n\
+        Every flush interval the counters, timers, gauges and sets received are written to \
+        stdout as samples (`NAME VALUE TIMESTAMP`), named as the original bucky and Etsy \
+        statsd name them; pipe them into bucky-carbon. On SIGTERM/SIGINT everything received \
+        is flushed before exiting."
+)]
+pub struct Args {
+    /// Config file: TOML, or an original bucky config (Python literals only).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to receive on (statsd_ip) [default: 127.0.0.1]
+    #[arg(long, value_name = "IP")]
+    pub statsd_ip: Option<String>,
+
+    /// UDP port (statsd_port) [default: 8125]
+    #[arg(long, value_name = "PORT")]
+    pub statsd_port: Option<u16>,
+
+    /// Also receive newline-framed StatsD over TCP (statsd_tcp_enabled) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tcp: Option<bool>,
+
+    /// TCP port (statsd_tcp_port) [default: the UDP port]
+    #[arg(long, value_name = "PORT")]
+    pub tcp_port: Option<u16>,
+
+    /// Open TCP connections at most; more are closed at once and counted
+    /// (statsd_tcp_max_connections) [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub tcp_max_connections: Option<usize>,
+
+    /// Seconds between flushes; also the divisor of counter rates (statsd_flush_time)
+    /// [default: 10]
+    #[arg(long, value_name = "SECS")]
+    pub flush_time: Option<f64>,
+
+    /// Name counters `stats.<key>` / `stats_counts.<key>` and ignore the prefixes below
+    /// (statsd_legacy_namespace) [default: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub legacy_namespace: Option<bool>,
+
+    /// First name component, non-legacy names only; "" for none (statsd_global_prefix)
+    /// [default: stats]
+    #[arg(long, value_name = "PREFIX")]
+    pub global_prefix: Option<String>,
+
+    /// Counter prefix, non-legacy (statsd_prefix_counter) [default: counters]
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix_counter: Option<String>,
+
+    /// Timer prefix, non-legacy (statsd_prefix_timer) [default: timers]
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix_timer: Option<String>,
+
+    /// Gauge prefix, non-legacy (statsd_prefix_gauge) [default: gauges]
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix_gauge: Option<String>,
+
+    /// Set prefix, non-legacy (statsd_prefix_set) [default: sets]
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix_set: Option<String>,
+
+    /// Timer percentiles, comma-separated, each in (0, 100] (statsd_percentile_thresholds)
+    /// [default: 90]
+    #[arg(long, value_name = "P,...", value_delimiter = ',')]
+    pub percentile_thresholds: Option<Vec<f64>>,
+
+    /// Forget counters, timers and sets not updated during an interval instead of sending 0
+    /// (statsd_delete_idlestats) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub delete_idlestats: Option<bool>,
+
+    /// With --delete-idlestats: forget idle counters (statsd_delete_counters) [default: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub delete_counters: Option<bool>,
+
+    /// With --delete-idlestats: forget idle timers (statsd_delete_timers) [default: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub delete_timers: Option<bool>,
+
+    /// With --delete-idlestats: forget idle sets (statsd_delete_sets) [default: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub delete_sets: Option<bool>,
+
+    /// With --delete-idlestats: send only gauges updated during the interval
+    /// (statsd_onlychanged_gauges) [default: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub onlychanged_gauges: Option<bool>,
+
+    /// Load gauges at start and save them at exit (statsd_persistent_gauges) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub persistent_gauges: Option<bool>,
+
+    /// The gauges file, relative to --directory (statsd_gauges_savefile)
+    /// [default: gauges.save]
+    #[arg(long, value_name = "FILE")]
+    pub gauges_savefile: Option<PathBuf>,
+
+    /// Folder of the gauges file, created if missing (directory) [default: /var/lib/bucky]
+    #[arg(long, value_name = "DIR")]
+    pub directory: Option<PathBuf>,
+
+    /// Receiving threads, each with its own UDP socket on the port (SO_REUSEPORT); 0 means
+    /// one per core (statsd_threads) [default: 0]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Receive buffer per UDP socket, bytes; as root it may exceed net.core.rmem_max
+    /// (statsd_recv_buffer) [default: 8388608]
+    #[arg(long, value_name = "BYTES")]
+    pub recv_buffer: Option<usize>,
+
+    /// Distinct keys held at most; samples of new keys beyond it are dropped and counted
+    /// (statsd_max_keys) [default: 1000000]
+    #[arg(long, value_name = "N")]
+    pub max_keys: Option<usize>,
+
+    /// Timer values and set members held per flush interval at most; more are dropped and
+    /// counted (statsd_max_values) [default: 10000000]
+    #[arg(long, value_name = "N")]
+    pub max_values: Option<u64>,
+
+    /// Turn DogStatsD tags (`|#k:v`) into Graphite tags (`name;k=v`); when false they are
+    /// dropped and counted (statsd_tags_enabled) [default: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tags: Option<bool>,
+
+    /// Seconds between self-metrics (bucky.statsd.*), written with a flush; 0 turns them off
+    /// (self_metrics_interval) [default: 10]
+    #[arg(long, value_name = "SECS")]
+    pub self_metrics_interval: Option<f64>,
+
+    /// First component of the self-metric names (self_metrics_prefix) [default: bucky]
+    #[arg(long, value_name = "PREFIX")]
+    pub self_metrics_prefix: Option<String>,
+
+    /// CRITICAL, ERROR, WARNING, INFO or DEBUG (log_level) [default: INFO]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Everything bucky-statsd needs, resolved from flags, config file and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub udp: SocketAddr,
+    pub tcp: Option<SocketAddr>,
+    pub tcp_options: TcpOptions,
+    pub threads: usize,
+    pub recv_buffer: usize,
+    pub max_keys: usize,
+    pub max_values: u64,
+    pub tags: bool,
+    pub flush: FlushOptions,
+    /// The persistent gauges file, when they are on.
+    pub gauges_file: Option<PathBuf>,
+    pub self_metrics: SelfMetricsOptions,
+    pub log_level: log::LevelFilter,
+}
+
+fn seconds(key: &str, v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .with_context(|| format!("{key}: {v} is not a number of seconds >= 0"))
+}
+
+fn resolve(ip: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    (ip, port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {ip}"))?
+        .next()
+        .with_context(|| format!("{ip} has no address"))
+}
+
+/// A prefix flag or key: the flag when given, else the key (`None` in the file means no
+/// prefix), else the default.
+fn prefix(
+    flag: &Option<String>,
+    cfg: &Config,
+    key: &str,
+    default: &str,
+) -> anyhow::Result<Option<String>> {
+    if let Some(f) = flag {
+        return Ok(Some(f.clone()));
+    }
+    Ok(match cfg.get_nullable::<String>(key)? {
+        None => Some(default.to_string()),
+        Some(v) => v,
+    })
+}
+
+impl Settings {
+    /// Flags beat the config file, which beats the defaults.
+    pub fn resolve(args: &Args, cfg: &Config) -> anyhow::Result<Settings> {
+        let ip = pick(args.statsd_ip.clone(), cfg, "statsd_ip", "127.0.0.1".into())?;
+        let port = pick(args.statsd_port, cfg, "statsd_port", 8125)?;
+        let udp = resolve(&ip, port)?;
+        let tcp_on = pick(args.tcp, cfg, "statsd_tcp_enabled", false)?;
+        let tcp_port = pick(args.tcp_port, cfg, "statsd_tcp_port", port)?;
+        let tcp = if tcp_on {
+            Some(resolve(&ip, tcp_port)?)
+        } else {
+            None
+        };
+        let tcp_options = TcpOptions {
+            max_connections: pick(
+                args.tcp_max_connections,
+                cfg,
+                "statsd_tcp_max_connections",
+                1000,
+            )?
+            .max(1),
+            max_line: 64 * 1024,
+        };
+
+        let flush_time = pick(args.flush_time, cfg, "statsd_flush_time", 10.0)?;
+        if !(flush_time.is_finite() && flush_time >= 0.001) {
+            bail!("statsd_flush_time: {flush_time} is not a number of seconds >= 0.001");
+        }
+        let legacy = pick(args.legacy_namespace, cfg, "statsd_legacy_namespace", true)?;
+        let names = if legacy {
+            Names::legacy()
+        } else {
+            let g = prefix(&args.global_prefix, cfg, "statsd_global_prefix", "stats")?;
+            let c = prefix(
+                &args.prefix_counter,
+                cfg,
+                "statsd_prefix_counter",
+                "counters",
+            )?;
+            let t = prefix(&args.prefix_timer, cfg, "statsd_prefix_timer", "timers")?;
+            let ga = prefix(&args.prefix_gauge, cfg, "statsd_prefix_gauge", "gauges")?;
+            let s = prefix(&args.prefix_set, cfg, "statsd_prefix_set", "sets")?;
+            Names::prefixed(
+                g.as_deref(),
+                c.as_deref(),
+                t.as_deref(),
+                ga.as_deref(),
+                s.as_deref(),
+            )
+        };
+        let thresholds = pick(
+            args.percentile_thresholds.clone(),
+            cfg,
+            "statsd_percentile_thresholds",
+            vec![90.0],
+        )?;
+        if let Some(bad) = thresholds.iter().find(|p| !(**p > 0.0 && **p <= 100.0)) {
+            bail!("statsd_percentile_thresholds: {bad} is not a percentile in (0, 100]");
+        }
+        let d = TimerStats::default();
+        let timer = TimerStats {
+            mean: cfg.get_or("statsd_timer_mean", d.mean)?,
+            upper: cfg.get_or("statsd_timer_upper", d.upper)?,
+            lower: cfg.get_or("statsd_timer_lower", d.lower)?,
+            count: cfg.get_or("statsd_timer_count", d.count)?,
+            count_ps: cfg.get_or("statsd_timer_count_ps", d.count_ps)?,
+            sum: cfg.get_or("statsd_timer_sum", d.sum)?,
+            sum_squares: cfg.get_or("statsd_timer_sum_squares", d.sum_squares)?,
+            median: cfg.get_or("statsd_timer_median", d.median)?,
+            std: cfg.get_or("statsd_timer_std", d.std)?,
+        };
+        // As 2.3.0: the per-kind switches only count with delete_idlestats.
+        let idle = pick(args.delete_idlestats, cfg, "statsd_delete_idlestats", false)?;
+        let flush = FlushOptions {
+            flush_time,
+            names,
+            thresholds,
+            timer,
+            delete_counters: idle
+                && pick(args.delete_counters, cfg, "statsd_delete_counters", true)?,
+            delete_timers: idle && pick(args.delete_timers, cfg, "statsd_delete_timers", true)?,
+            delete_sets: idle && pick(args.delete_sets, cfg, "statsd_delete_sets", true)?,
+            only_changed_gauges: idle
+                && pick(
+                    args.onlychanged_gauges,
+                    cfg,
+                    "statsd_onlychanged_gauges",
+                    true,
+                )?,
+        };
+
+        let persistent = pick(
+            args.persistent_gauges,
+            cfg,
+            "statsd_persistent_gauges",
+            false,
+        )?;
+        let gauges_file = if persistent {
+            let dir = pick(
+                args.directory.clone(),
+                cfg,
+                "directory",
+                "/var/lib/bucky".into(),
+            )?;
+            let file = pick(
+                args.gauges_savefile.clone(),
+                cfg,
+                "statsd_gauges_savefile",
+                "gauges.save".into(),
+            )?;
+            Some(dir.join(file))
+        } else {
+            None
+        };
+
+        let threads = match pick(args.threads, cfg, "statsd_threads", 0)? {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let self_metrics = SelfMetricsOptions {
+            interval: seconds(
+                "self_metrics_interval",
+                pick(
+                    args.self_metrics_interval,
+                    cfg,
+                    "self_metrics_interval",
+                    10.0,
+                )?,
+            )?,
+            prefix: pick(
+                args.self_metrics_prefix.clone(),
+                cfg,
+                "self_metrics_prefix",
+                "bucky".into(),
+            )?,
+        };
+        let level_name = pick(args.log_level.clone(), cfg, "log_level", "INFO".into())?;
+        Ok(Settings {
+            udp,
+            tcp,
+            tcp_options,
+            threads,
+            recv_buffer: pick(args.recv_buffer, cfg, "statsd_recv_buffer", 8 << 20)?,
+            max_keys: pick(args.max_keys, cfg, "statsd_max_keys", 1_000_000)?,
+            max_values: pick(args.max_values, cfg, "statsd_max_values", 10_000_000)?,
+            tags: pick(args.tags, cfg, "statsd_tags_enabled", true)?,
+            flush,
+            gauges_file,
+            self_metrics,
+            log_level: bucky_proto::log::parse_level(&level_name)?,
+        })
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A signal came; everything received was flushed.
+    Done,
+    /// Our stdout's reader went away.
+    BrokenPipe,
+    /// A receiving thread died (a bug): what it held may be lost.
+    WorkerDied,
+}
+
+/// Next multiple of `period` (Unix time) after `now`: flushes land on round times, so each
+/// flush of a 10 s interval gets its own 10 s Graphite slot.
+fn next_boundary(now: f64, period: f64) -> f64 {
+    ((now / period).floor() + 1.0) * period
+}
+
+/// Writes the lines of `buf` whole and flushes.
+fn write_lines<W: Write>(w: &mut LineWriter<W>, buf: &[u8]) -> io::Result<()> {
+    let mut start = 0;
+    while let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
+        w.write_lines(&buf[start..start + i + 1])?;
+        start += i + 1;
+    }
+    w.flush()
+}
+
+/// The counters emitted as `bucky.statsd.<name>` and logged at exit.
+fn counters(flusher: &Flusher, limits: &Limits, tcp: &TcpCounters) -> Vec<(&'static str, u64)> {
+    let s = flusher.stats();
+    let t = flusher.totals();
+    vec![
+        ("datagrams", s.datagrams),
+        ("metrics", s.metrics),
+        ("bad_lines_seen", s.bad_lines),
+        ("kernel_drops", s.kernel_drops),
+        ("keys_over_cap", s.keys_over_cap),
+        ("values_over_cap", s.values_over_cap),
+        ("keys_evicted", t.keys_evicted),
+        ("keys_held", limits.held() as u64),
+        ("tags_dropped", s.tags_dropped),
+        ("not_finite", t.not_finite),
+        ("flushes", t.flushes),
+        ("samples_out", t.samples),
+        ("tcp_connections", tcp.connections.get()),
+        ("tcp_refused", tcp.refused.get()),
+        ("tcp_lines_too_long", tcp.lines_too_long.get()),
+    ]
+}
+
+fn load_gauges(path: &Path, flusher: &mut Flusher) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            log::error!("cannot create {}: {e}", dir.display());
+        }
+    }
+    match gauges_file::load(path) {
+        Ok(None) => log::info!("no saved gauges at {}", path.display()),
+        Ok(Some((gauges, skipped))) => {
+            let offered = gauges.len();
+            let n = flusher.load_gauges(gauges);
+            log::info!("loaded {n} saved gauges from {}", path.display());
+            if !skipped.is_empty() || n < offered {
+                log::warn!(
+                    "{}: skipped {} entries that are not numbers and {} over the key cap",
+                    path.display(),
+                    skipped.len(),
+                    offered - n
+                );
+            }
+        }
+        Err(e) => log::error!("cannot load saved gauges: {e}"),
+    }
+}
+
+fn save_gauges(path: &Path, flusher: &Flusher) {
+    let gauges = flusher.gauge_values();
+    match gauges_file::save(path, &gauges) {
+        Ok(()) => log::info!("saved {} gauges to {}", gauges.len(), path.display()),
+        Err(e) => log::error!("cannot save gauges: {e}"),
+    }
+}
+
+/// Binds the sockets, then receives and flushes until `shutdown`; the final flush holds
+/// everything received. Samples go to `out`.
+pub fn run<W: Write>(settings: &Settings, shutdown: Shutdown, out: W) -> anyhow::Result<Outcome> {
+    let limits = Arc::new(Limits::new(settings.max_keys, settings.max_values));
+    let mut flusher = Flusher::new(settings.flush.clone(), limits.clone());
+    if let Some(path) = &settings.gauges_file {
+        load_gauges(path, &mut flusher);
+    }
+
+    let bound = udp::bind_sockets(settings.udp, settings.threads, settings.recv_buffer)?;
+    let tcp_listener = match settings.tcp {
+        Some(addr) => Some(TcpListener::bind(addr).with_context(|| format!("binding TCP {addr}"))?),
+        None => None,
+    };
+    log::info!(
+        "receiving StatsD on UDP {} with {} thread(s); receive buffer {} bytes asked, {} granted \
+         by the kernel{}",
+        bound.addr,
+        bound.sockets.len(),
+        settings.recv_buffer,
+        bound.granted,
+        if bound.forced {
+            " (forced, as root)"
+        } else {
+            ""
+        }
+    );
+    if bound.granted / 2 < settings.recv_buffer {
+        log::warn!(
+            "the kernel granted less receive buffer than asked (net.core.rmem_max caps it unless \
+             bucky-statsd runs as root): bursts may overflow it; kernel drops are counted in \
+             bucky.statsd.kernel_drops"
+        );
+    }
+    if let Some(l) = &tcp_listener {
+        log::info!(
+            "receiving StatsD on TCP {}",
+            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+    }
+
+    let workers = bound.sockets.len() + usize::from(tcp_listener.is_some());
+    let (mut hub, exchanges) = Hub::new(workers);
+    let tcp_counters = Arc::new(TcpCounters::default());
+    let mut handles: Vec<JoinHandle<()>> = Vec::with_capacity(workers);
+    let mut exchanges = exchanges.into_iter();
+    for (i, sock) in bound.sockets.into_iter().enumerate() {
+        let Some(ex) = exchanges.next() else { break };
+        let ingest = Ingest::new(limits.clone(), settings.tags);
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("udp-{i}"))
+                .spawn(move || udp::worker(sock, ingest, ex, None))
+                .context("starting a receiving thread")?,
+        );
+    }
+    if let (Some(listener), Some(ex)) = (tcp_listener, exchanges.next()) {
+        let ingest = Ingest::new(limits.clone(), settings.tags);
+        let opts = settings.tcp_options;
+        let counters = tcp_counters.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name("tcp".into())
+                .spawn(move || tcp::worker(listener, opts, ingest, ex, counters))
+                .context("starting the TCP thread")?,
+        );
+    }
+
+    let ft = settings.flush.flush_time;
+    let self_metrics = SelfMetrics::new(&settings.self_metrics.prefix, "statsd");
+    let self_every = settings.self_metrics.interval.as_secs_f64();
+    let mut next_self = unix_now() + self_every;
+    let mut writer = LineWriter::new(out);
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+    let mut next = next_boundary(unix_now(), ft);
+    let mut outcome = Outcome::Done;
+    let mut late_log = bucky_proto::log::RateLimit::new(1, Duration::from_secs(60));
+
+    let mut emit = |flusher: &mut Flusher,
+                    buf: &mut Vec<u8>,
+                    ts: f64,
+                    writer: &mut LineWriter<W>,
+                    force_self: bool|
+     -> io::Result<()> {
+        buf.clear();
+        flusher.flush(ts, buf);
+        if self_every > 0.0 && (force_self || unix_now() >= next_self) {
+            next_self = unix_now() + self_every;
+            self_metrics.push(buf, &counters(flusher, &limits, &tcp_counters), ts);
+        }
+        write_lines(writer, buf)
+    };
+
+    loop {
+        let now = unix_now();
+        if next - now > ft + 1.0 {
+            // The wall clock went back: resume on the new clock.
+            next = next_boundary(now, ft);
+        }
+        if shutdown.wait_timeout(Duration::from_secs_f64((next - now).max(0.0))) {
+            break;
+        }
+        let now = unix_now();
+        if now < next {
+            continue;
+        }
+        let ts = next.floor();
+        next += ft;
+        if next <= now {
+            next = next_boundary(now, ft); // flushes were missed (clock jump, stall)
+        }
+        if !hub.collect(&mut flusher, COLLECT_WAIT) {
+            if let Some(n) = late_log.allow() {
+                log::warn!(
+                    "a receiving thread did not hand its data over in time: it goes into the \
+                     next flush{}",
+                    bucky_proto::log::suppressed_note(n)
+                );
+            }
+        }
+        if let Err(e) = emit(&mut flusher, &mut buf, ts, &mut writer, false) {
+            if is_broken_pipe(&e) {
+                outcome = Outcome::BrokenPipe;
+                break;
+            }
+            return Err(e).context("writing to stdout");
+        }
+        if handles.iter().any(JoinHandle::is_finished) {
+            log::error!("a receiving thread stopped unexpectedly: stopping");
+            outcome = Outcome::WorkerDied;
+            break;
+        }
+    }
+
+    if outcome == Outcome::Done {
+        log::info!("stopping: draining the sockets for a final flush");
+    }
+    if !hub.stop(&mut flusher, STOP_WAIT) {
+        log::error!(
+            "{} of {workers} receiving threads did not stop within {STOP_WAIT:?}",
+            workers - hub.finished()
+        );
+    }
+    if outcome != Outcome::BrokenPipe {
+        // The final flush belongs to the interval that was running: stamping it with that
+        // interval's time keeps it from overwriting the previous flush's Graphite slot.
+        let ts = next.floor();
+        if let Err(e) = emit(&mut flusher, &mut buf, ts, &mut writer, true) {
+            if is_broken_pipe(&e) {
+                outcome = Outcome::BrokenPipe;
+            } else {
+                log::error!("writing the final flush: {e}");
+            }
+        }
+    }
+    for h in handles {
+        if h.join().is_err() {
+            outcome = Outcome::WorkerDied;
+        }
+    }
+    if let Some(path) = &settings.gauges_file {
+        save_gauges(path, &flusher);
+    }
+    log::info!(
+        "exiting: {}",
+        summary(&counters(&flusher, &limits, &tcp_counters))
+    );
+    Ok(outcome)
+}
+
+/// Loads the config named by `--config`, warning about unknown keys.
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let cfg = Config::load_optional(path)?;
+    cfg.warn_unknown("bucky-statsd");
+    Ok(cfg)
+}
+
+/// stdout as a plain file: whole-line writes of our own, without std's line buffering.
+fn raw_stdout() -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    let fd = io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating stdout")?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// The whole program after argument parsing: returns the process exit code.
+pub fn main_with(args: Args) -> anyhow::Result<u8> {
+    bucky_proto::log::init("bucky-statsd", log::LevelFilter::Info);
+    let cfg = load_config(args.config.as_deref())?;
+    let settings = Settings::resolve(&args, &cfg)?;
+    log::set_max_level(settings.log_level);
+    let shutdown = Shutdown::on_signals().context("installing signal handlers")?;
+    let outcome = run(&settings, shutdown, raw_stdout()?)?;
+    Ok(match outcome {
+        Outcome::Done | Outcome::BrokenPipe => 0,
+        Outcome::WorkerDied => 1,
+    })
+}
