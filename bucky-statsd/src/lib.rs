@@ -19,20 +19,22 @@ pub mod udp;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use bucky_proto::capture::{CaptureWriter, Pace, Replay, ReplayOptions, UNKNOWN_SOURCE};
 use bucky_proto::config::{pick, Config};
 use bucky_proto::io::{is_broken_pipe, LineWriter};
+use bucky_proto::log::{suppressed_note, RateLimit};
 use bucky_proto::shutdown::Shutdown;
-use bucky_proto::stats::{summary, unix_now, SelfMetrics, SelfMetricsOptions};
+use bucky_proto::stats::{summary, unix_now, Counter, SelfMetrics, SelfMetricsOptions};
 use clap::Parser;
 
-use crate::aggregate::{Ingest, Limits};
+use crate::aggregate::{Aggregate, Ingest, Limits};
 use crate::flush::{FlushOptions, Flusher, Names, TimerStats};
-use crate::server::Hub;
+use crate::server::{end_time, interval_end, Hub};
 use crate::tcp::{TcpCounters, TcpOptions};
 
 /// How long the flusher waits for the threads' aggregates at a flush.
@@ -183,6 +185,25 @@ pub struct Args {
     #[arg(long, value_name = "PREFIX")]
     pub self_metrics_prefix: Option<String>,
 
+    /// Record every UDP datagram received (arrival time, source, bytes) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<PathBuf>,
+
+    /// Read datagrams from these capture, pcap or pcapng files (`-` is stdin) instead of the
+    /// sockets, keeping UDP to statsd_port from pcap files; flush on the recorded clock, then
+    /// exit
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub replay: Vec<PathBuf>,
+
+    /// With --replay: `fast` (as fast as possible) or `recorded` (the recorded gaps)
+    /// [default: fast]
+    #[arg(long, value_name = "PACE")]
+    pub replay_pace: Option<String>,
+
+    /// With --replay: no progress bar (it is shown only when stderr is a terminal)
+    #[arg(long)]
+    pub no_progress: bool,
+
     /// CRITICAL, ERROR, WARNING, INFO or DEBUG (log_level) [default: INFO]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -204,6 +225,18 @@ pub struct Settings {
     pub gauges_file: Option<PathBuf>,
     pub self_metrics: SelfMetricsOptions,
     pub log_level: log::LevelFilter,
+    /// Record the UDP datagrams to this file.
+    pub capture: Option<PathBuf>,
+    /// Replay files instead of sockets.
+    pub replay: Option<ReplaySettings>,
+}
+
+/// `--replay` and its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaySettings {
+    pub files: Vec<PathBuf>,
+    pub pace: Pace,
+    pub progress: bool,
 }
 
 fn seconds(key: &str, v: f64) -> anyhow::Result<Duration> {
@@ -261,8 +294,8 @@ impl Settings {
         };
 
         let flush_time = pick(args.flush_time, cfg, "statsd_flush_time", 10.0)?;
-        if !(flush_time.is_finite() && flush_time >= 0.001) {
-            bail!("statsd_flush_time: {flush_time} is not a number of seconds >= 0.001");
+        if !(flush_time.is_finite() && (0.1..=86400.0).contains(&flush_time)) {
+            bail!("statsd_flush_time: {flush_time} is not a number of seconds from 0.1 to 86400");
         }
         let legacy = pick(args.legacy_namespace, cfg, "statsd_legacy_namespace", true)?;
         let names = if legacy {
@@ -373,6 +406,19 @@ impl Settings {
             )?,
         };
         let level_name = pick(args.log_level.clone(), cfg, "log_level", "INFO".into())?;
+        let pace = match args.replay_pace.as_deref() {
+            None | Some("fast") => Pace::Fast,
+            Some("recorded") => Pace::Recorded,
+            Some(other) => bail!("--replay-pace {other:?}: use fast or recorded"),
+        };
+        let replay = (!args.replay.is_empty()).then(|| ReplaySettings {
+            files: args.replay.clone(),
+            pace,
+            progress: !args.no_progress,
+        });
+        if replay.is_some() && args.capture.is_some() {
+            bail!("--capture and --replay do not go together");
+        }
         Ok(Settings {
             udp,
             tcp,
@@ -386,6 +432,8 @@ impl Settings {
             gauges_file,
             self_metrics,
             log_level: bucky_proto::log::parse_level(&level_name)?,
+            capture: args.capture.clone(),
+            replay,
         })
     }
 }
@@ -393,18 +441,14 @@ impl Settings {
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// A signal came; everything received was flushed.
+    /// A signal came (or the replay ended); everything received was flushed.
     Done,
     /// Our stdout's reader went away.
     BrokenPipe,
     /// A receiving thread died (a bug): what it held may be lost.
     WorkerDied,
-}
-
-/// Next multiple of `period` (Unix time) after `now`: flushes land on round times, so each
-/// flush of a 10 s interval gets its own 10 s Graphite slot.
-fn next_boundary(now: f64, period: f64) -> f64 {
-    ((now / period).floor() + 1.0) * period
+    /// This many replay files could not be read to their end.
+    ReplayErrors(u64),
 }
 
 /// Writes the lines of `buf` whole and flushes.
@@ -417,8 +461,16 @@ fn write_lines<W: Write>(w: &mut LineWriter<W>, buf: &[u8]) -> io::Result<()> {
     w.flush()
 }
 
+/// Counters kept outside the flusher: TCP and capture.
+#[derive(Debug, Default)]
+struct SideCounters {
+    tcp: Arc<TcpCounters>,
+    captured: Counter,
+    capture_errors: Counter,
+}
+
 /// The counters emitted as `bucky.statsd.<name>` and logged at exit.
-fn counters(flusher: &Flusher, limits: &Limits, tcp: &TcpCounters) -> Vec<(&'static str, u64)> {
+fn counters(flusher: &Flusher, limits: &Limits, side: &SideCounters) -> Vec<(&'static str, u64)> {
     let s = flusher.stats();
     let t = flusher.totals();
     vec![
@@ -434,10 +486,57 @@ fn counters(flusher: &Flusher, limits: &Limits, tcp: &TcpCounters) -> Vec<(&'sta
         ("not_finite", t.not_finite),
         ("flushes", t.flushes),
         ("samples_out", t.samples),
-        ("tcp_connections", tcp.connections.get()),
-        ("tcp_refused", tcp.refused.get()),
-        ("tcp_lines_too_long", tcp.lines_too_long.get()),
+        ("tcp_connections", side.tcp.connections.get()),
+        ("tcp_refused", side.tcp.refused.get()),
+        ("tcp_lines_too_long", side.tcp.lines_too_long.get()),
+        ("captured", side.captured.get()),
+        ("capture_errors", side.capture_errors.get()),
     ]
+}
+
+/// Where flushes go: whole lines to stdout, with the self-metrics now and then.
+struct Output<W: Write> {
+    writer: LineWriter<W>,
+    buf: Vec<u8>,
+    self_metrics: SelfMetrics,
+    /// Seconds between self-metrics, 0 for none.
+    every: f64,
+    /// When the next self-metrics are due, on the run's clock.
+    next_self: Option<f64>,
+}
+
+impl<W: Write> Output<W> {
+    fn new(out: W, settings: &Settings) -> Output<W> {
+        Output {
+            writer: LineWriter::new(out),
+            buf: Vec::with_capacity(1 << 16),
+            self_metrics: SelfMetrics::new(&settings.self_metrics.prefix, "statsd"),
+            every: settings.self_metrics.interval.as_secs_f64(),
+            next_self: None,
+        }
+    }
+
+    /// Flushes `flusher` at timestamp `ts`; `now` is the run's clock (wall or replayed).
+    fn flush(
+        &mut self,
+        flusher: &mut Flusher,
+        ts: f64,
+        now: f64,
+        last: bool,
+        counters: &dyn Fn(&Flusher) -> Vec<(&'static str, u64)>,
+    ) -> io::Result<()> {
+        self.buf.clear();
+        flusher.flush(ts, &mut self.buf);
+        if self.every > 0.0 {
+            let due = *self.next_self.get_or_insert(now + self.every);
+            if last || now >= due {
+                self.next_self = Some(now + self.every);
+                self.self_metrics
+                    .push(&mut self.buf, &counters(flusher), ts);
+            }
+        }
+        write_lines(&mut self.writer, &self.buf)
+    }
 }
 
 fn load_gauges(path: &Path, flusher: &mut Flusher) {
@@ -473,9 +572,47 @@ fn save_gauges(path: &Path, flusher: &Flusher) {
     }
 }
 
+/// The capture file shared by the receiving threads.
+struct Capture {
+    writer: Mutex<CaptureWriter>,
+    log: Mutex<RateLimit>,
+}
+
+impl Capture {
+    fn write(&self, side: &SideCounters, time: f64, source: Option<SocketAddr>, bytes: &[u8]) {
+        let source = source.unwrap_or(UNKNOWN_SOURCE);
+        let result = match self.writer.lock() {
+            Ok(mut w) => w.write_parts(time, source, bytes),
+            Err(p) => p.into_inner().write_parts(time, source, bytes),
+        };
+        match result {
+            Ok(()) => side.captured.inc(),
+            Err(e) => {
+                side.capture_errors.inc();
+                let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = log.allow() {
+                    log::error!("capture: {e}{}", suppressed_note(n));
+                }
+            }
+        }
+    }
+
+    fn flush(&self, side: &SideCounters) {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = w.flush() {
+            side.capture_errors.inc();
+            log::error!("capture: {e}");
+        }
+    }
+}
+
 /// Binds the sockets, then receives and flushes until `shutdown`; the final flush holds
-/// everything received. Samples go to `out`.
+/// everything received. Samples go to `out`. With `settings.replay` it reads the replay
+/// files instead of sockets (see [`replay`]).
 pub fn run<W: Write>(settings: &Settings, shutdown: Shutdown, out: W) -> anyhow::Result<Outcome> {
+    if let Some(r) = &settings.replay {
+        return replay(settings, r, shutdown, out);
+    }
     let limits = Arc::new(Limits::new(settings.max_keys, settings.max_values));
     let mut flusher = Flusher::new(settings.flush.clone(), limits.clone());
     if let Some(path) = &settings.gauges_file {
@@ -485,6 +622,18 @@ pub fn run<W: Write>(settings: &Settings, shutdown: Shutdown, out: W) -> anyhow:
     let bound = udp::bind_sockets(settings.udp, settings.threads, settings.recv_buffer)?;
     let tcp_listener = match settings.tcp {
         Some(addr) => Some(TcpListener::bind(addr).with_context(|| format!("binding TCP {addr}"))?),
+        None => None,
+    };
+    let side = Arc::new(SideCounters::default());
+    let capture = match &settings.capture {
+        Some(path) => {
+            let w = CaptureWriter::create(path)?;
+            log::info!("capturing every UDP datagram to {}", path.display());
+            Some(Arc::new(Capture {
+                writer: Mutex::new(w),
+                log: Mutex::new(RateLimit::new(1, Duration::from_secs(10))),
+            }))
+        }
         None => None,
     };
     log::info!(
@@ -515,24 +664,29 @@ pub fn run<W: Write>(settings: &Settings, shutdown: Shutdown, out: W) -> anyhow:
     }
 
     let workers = bound.sockets.len() + usize::from(tcp_listener.is_some());
-    let (mut hub, exchanges) = Hub::new(workers);
-    let tcp_counters = Arc::new(TcpCounters::default());
+    let (mut hub, exchanges) = Hub::new(workers, settings.flush.flush_time);
     let mut handles: Vec<JoinHandle<()>> = Vec::with_capacity(workers);
     let mut exchanges = exchanges.into_iter();
+    let tap: Option<Arc<udp::Tap>> = capture.clone().map(|c| {
+        let side = side.clone();
+        Arc::new(move |t: f64, s: Option<SocketAddr>, b: &[u8]| c.write(&side, t, s, b))
+            as Arc<udp::Tap>
+    });
     for (i, sock) in bound.sockets.into_iter().enumerate() {
         let Some(ex) = exchanges.next() else { break };
         let ingest = Ingest::new(limits.clone(), settings.tags);
+        let tap = tap.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("udp-{i}"))
-                .spawn(move || udp::worker(sock, ingest, ex, None))
+                .spawn(move || udp::worker(sock, ingest, ex, tap))
                 .context("starting a receiving thread")?,
         );
     }
     if let (Some(listener), Some(ex)) = (tcp_listener, exchanges.next()) {
         let ingest = Ingest::new(limits.clone(), settings.tags);
         let opts = settings.tcp_options;
-        let counters = tcp_counters.clone();
+        let counters = side.tcp.clone();
         handles.push(
             std::thread::Builder::new()
                 .name("tcp".into())
@@ -542,58 +696,41 @@ pub fn run<W: Write>(settings: &Settings, shutdown: Shutdown, out: W) -> anyhow:
     }
 
     let ft = settings.flush.flush_time;
-    let self_metrics = SelfMetrics::new(&settings.self_metrics.prefix, "statsd");
-    let self_every = settings.self_metrics.interval.as_secs_f64();
-    let mut next_self = unix_now() + self_every;
-    let mut writer = LineWriter::new(out);
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
-    let mut next = next_boundary(unix_now(), ft);
+    let count = |f: &Flusher| counters(f, &limits, &side);
+    let mut output = Output::new(out, settings);
+    let mut next = interval_end(unix_now(), ft);
     let mut outcome = Outcome::Done;
-    let mut late_log = bucky_proto::log::RateLimit::new(1, Duration::from_secs(60));
-
-    let mut emit = |flusher: &mut Flusher,
-                    buf: &mut Vec<u8>,
-                    ts: f64,
-                    writer: &mut LineWriter<W>,
-                    force_self: bool|
-     -> io::Result<()> {
-        buf.clear();
-        flusher.flush(ts, buf);
-        if self_every > 0.0 && (force_self || unix_now() >= next_self) {
-            next_self = unix_now() + self_every;
-            self_metrics.push(buf, &counters(flusher, &limits, &tcp_counters), ts);
-        }
-        write_lines(writer, buf)
-    };
-
+    let mut late_log = RateLimit::new(1, Duration::from_secs(60));
     loop {
         let now = unix_now();
-        if next - now > ft + 1.0 {
+        if end_time(next, ft) - now > ft + 1.0 {
             // The wall clock went back: resume on the new clock.
-            next = next_boundary(now, ft);
+            next = interval_end(now, ft);
         }
-        if shutdown.wait_timeout(Duration::from_secs_f64((next - now).max(0.0))) {
+        let wait = (end_time(next, ft) - now).max(0.0);
+        if shutdown.wait_timeout(Duration::from_secs_f64(wait)) {
             break;
         }
         let now = unix_now();
-        if now < next {
+        if now < end_time(next, ft) {
             continue;
         }
-        let ts = next.floor();
-        next += ft;
-        if next <= now {
-            next = next_boundary(now, ft); // flushes were missed (clock jump, stall)
-        }
-        if !hub.collect(&mut flusher, COLLECT_WAIT) {
+        let end = next;
+        let ts = end_time(end, ft).floor();
+        next = (end + 1).max(interval_end(now, ft)); // after a stall or clock jump, catch up
+        if !hub.collect(&mut flusher, end, COLLECT_WAIT) {
             if let Some(n) = late_log.allow() {
                 log::warn!(
                     "a receiving thread did not hand its data over in time: it goes into the \
                      next flush{}",
-                    bucky_proto::log::suppressed_note(n)
+                    suppressed_note(n)
                 );
             }
         }
-        if let Err(e) = emit(&mut flusher, &mut buf, ts, &mut writer, false) {
+        if let Some(c) = &capture {
+            c.flush(&side);
+        }
+        if let Err(e) = output.flush(&mut flusher, ts, now, false, &count) {
             if is_broken_pipe(&e) {
                 outcome = Outcome::BrokenPipe;
                 break;
@@ -619,8 +756,8 @@ pub fn run<W: Write>(settings: &Settings, shutdown: Shutdown, out: W) -> anyhow:
     if outcome != Outcome::BrokenPipe {
         // The final flush belongs to the interval that was running: stamping it with that
         // interval's time keeps it from overwriting the previous flush's Graphite slot.
-        let ts = next.floor();
-        if let Err(e) = emit(&mut flusher, &mut buf, ts, &mut writer, true) {
+        let ts = end_time(next, ft).floor();
+        if let Err(e) = output.flush(&mut flusher, ts, unix_now(), true, &count) {
             if is_broken_pipe(&e) {
                 outcome = Outcome::BrokenPipe;
             } else {
@@ -633,14 +770,104 @@ pub fn run<W: Write>(settings: &Settings, shutdown: Shutdown, out: W) -> anyhow:
             outcome = Outcome::WorkerDied;
         }
     }
+    if let Some(c) = &capture {
+        c.flush(&side);
+        log::info!("capture: {} datagrams written", side.captured.get());
+    }
     if let Some(path) = &settings.gauges_file {
         save_gauges(path, &flusher);
     }
-    log::info!(
-        "exiting: {}",
-        summary(&counters(&flusher, &limits, &tcp_counters))
-    );
+    log::info!("exiting: {}", summary(&count(&flusher)));
     Ok(outcome)
+}
+
+/// Replays recorded datagrams instead of receiving: capture files of `--capture`, or tcpdump's
+/// pcap/pcapng (UDP to the StatsD port). Flushes follow the recorded clock: a flush is due
+/// when a datagram's arrival time passes the next boundary, and carries that boundary as its
+/// timestamp, so a replay gives the samples the live run gave. Ends with a final flush.
+fn replay<W: Write>(
+    settings: &Settings,
+    r: &ReplaySettings,
+    shutdown: Shutdown,
+    out: W,
+) -> anyhow::Result<Outcome> {
+    if settings.gauges_file.is_some() {
+        log::info!("replay: persistent gauges are neither loaded nor saved");
+    }
+    let limits = Arc::new(Limits::new(settings.max_keys, settings.max_values));
+    let mut flusher = Flusher::new(settings.flush.clone(), limits.clone());
+    let mut ingest = Ingest::new(limits.clone(), settings.tags);
+    let mut agg = Aggregate::new();
+    let side = SideCounters::default();
+    let count = |f: &Flusher| counters(f, &limits, &side);
+    let mut output = Output::new(out, settings);
+    let ft = settings.flush.flush_time;
+    let options = ReplayOptions {
+        port: Some(settings.udp.port()),
+        pace: r.pace,
+        progress: r.progress,
+    };
+    let mut replay = Replay::open(&r.files, options)?.with_shutdown(shutdown);
+    let mut next: Option<i64> = None;
+    let mut clock = 0.0;
+    for item in &mut replay {
+        let d = match item {
+            Ok(d) => d,
+            Err(e) => {
+                log::error!("replay: {e} (rest of the file skipped)");
+                continue;
+            }
+        };
+        clock = d.time;
+        // The same rule as the receiving threads: a datagram past the end of the interval
+        // closes it first.
+        let end = interval_end(d.time, ft);
+        let current = *next.get_or_insert(end);
+        if end > current {
+            flusher.merge(&mut agg);
+            ingest.new_interval();
+            let ts = end_time(current, ft).floor();
+            match output.flush(&mut flusher, ts, clock, false, &count) {
+                Err(e) if is_broken_pipe(&e) => return Ok(Outcome::BrokenPipe),
+                r => r.context("writing to stdout")?,
+            }
+            next = Some(end);
+        }
+        ingest.datagram(&mut agg, d.time, Some(d.source), &d.bytes);
+    }
+    flusher.merge(&mut agg);
+    let end = next.unwrap_or_else(|| interval_end(unix_now(), ft));
+    match output.flush(&mut flusher, end_time(end, ft).floor(), clock, true, &count) {
+        Err(e) if is_broken_pipe(&e) => return Ok(Outcome::BrokenPipe),
+        r => r.context("writing to stdout")?,
+    }
+    let stats = replay.stats();
+    let skipped = stats.skipped;
+    log::info!(
+        "replay: {} datagrams from {} file(s){}",
+        stats.datagrams,
+        stats.files_done + stats.files_failed,
+        if skipped.total() > 0 {
+            format!(
+                "; skipped {} frames ({} not UDP, {} to other ports, {} fragments, {} malformed, \
+                 {} of unsupported link types)",
+                skipped.total(),
+                skipped.not_udp,
+                skipped.other_port,
+                skipped.fragmented,
+                skipped.malformed,
+                skipped.link_type
+            )
+        } else {
+            String::new()
+        }
+    );
+    log::info!("exiting: {}", summary(&count(&flusher)));
+    Ok(if stats.files_failed > 0 {
+        Outcome::ReplayErrors(stats.files_failed)
+    } else {
+        Outcome::Done
+    })
 }
 
 /// Loads the config named by `--config`, warning about unknown keys.
@@ -671,5 +898,9 @@ pub fn main_with(args: Args) -> anyhow::Result<u8> {
     Ok(match outcome {
         Outcome::Done | Outcome::BrokenPipe => 0,
         Outcome::WorkerDied => 1,
+        Outcome::ReplayErrors(n) => {
+            log::error!("{n} replay file(s) could not be read to their end");
+            1
+        }
     })
 }

@@ -1,25 +1,40 @@
 //! How the receiving threads and the flusher meet without sharing a lock on the hot path.
 //!
-//! Each receiving thread fills its own [`Aggregate`]. To flush, the flusher bumps an epoch
-//! (an atomic); each thread notices it between two receive calls (at most [`udp::POLL`]
-//! later, when idle), swaps its aggregate for an empty spare and sends the full one over a
-//! channel. The flusher merges what arrives, sends the emptied aggregates back as the next
-//! spares, and writes the flush. To stop, it raises a flag: each thread drains what its
-//! socket still holds, hands its last aggregate over and exits.
+//! Each receiving thread fills its own [`Aggregate`]. Flush intervals end on multiples of
+//! the flush time ([`next_boundary`]). Before taking in a batch of datagrams that arrived at
+//! or after the end of its interval, a thread swaps its aggregate for an empty spare and
+//! sends the full one, tagged with the interval's end, over a channel; an idle thread does
+//! the same when its receive times out (every [`udp::POLL`]). So each datagram is counted in
+//! the interval its arrival time falls in, exactly as a replay of a capture counts it. The
+//! flusher, woken at the end of an interval, merges the aggregates tagged with it, sends the
+//! emptied ones back as the next spares, and writes the flush. To stop, it raises a flag:
+//! each thread drains what its socket still holds, hands its last aggregate over and exits.
 //!
 //! [`udp::POLL`]: crate::udp::POLL
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use crate::aggregate::{Aggregate, Ingest};
 use crate::flush::Flusher;
 
-/// The flags the flusher raises for the receiving threads.
-#[derive(Debug, Default)]
+/// The flush interval holding time `now` (Unix seconds), named by its end: interval `n` ends
+/// at `n * period`. Flushes land on round times, so each flush of a 10 s interval gets its
+/// own 10 s Graphite slot. Intervals are compared as integers, never as float times.
+pub fn interval_end(now: f64, period: f64) -> i64 {
+    (now / period).floor() as i64 + 1
+}
+
+/// The time interval `end` ends at.
+pub fn end_time(end: i64, period: f64) -> f64 {
+    end as f64 * period
+}
+
+/// What the receiving threads share with the flusher.
+#[derive(Debug)]
 pub struct Control {
-    epoch: AtomicU64,
+    flush_time: f64,
     stop: AtomicBool,
 }
 
@@ -27,7 +42,8 @@ pub struct Control {
 #[derive(Debug)]
 pub struct Handoff {
     pub worker: usize,
-    pub epoch: u64,
+    /// The interval the aggregate covers (see [`interval_end`]).
+    pub end: i64,
     pub agg: Box<Aggregate>,
     /// The thread's last aggregate: it has stopped.
     pub last: bool,
@@ -38,7 +54,8 @@ pub struct Handoff {
 pub struct Exchange {
     id: usize,
     control: Arc<Control>,
-    seen: u64,
+    /// The interval the thread's aggregate covers; `i64::MIN` before the first call.
+    end: i64,
     tx: mpsc::Sender<Handoff>,
     spare: mpsc::Receiver<Box<Aggregate>>,
 }
@@ -54,50 +71,62 @@ impl Exchange {
         self.control.stop.load(Ordering::Acquire)
     }
 
-    /// Hands the aggregate over if the flusher asked for it since the last time.
+    /// Call before taking in what arrived at `now` (and when a wait for data ends): hands the
+    /// aggregate over if `now` is past the end of its interval.
     #[inline]
-    pub fn maybe_hand_over(&mut self, agg: &mut Box<Aggregate>, ingest: &mut Ingest) {
-        let epoch = self.control.epoch.load(Ordering::Acquire);
-        if epoch == self.seen {
+    pub fn maybe_hand_over(&mut self, now: f64, agg: &mut Box<Aggregate>, ingest: &mut Ingest) {
+        let end = interval_end(now, self.control.flush_time);
+        if end <= self.end {
             return;
         }
-        self.seen = epoch;
+        if self.end == i64::MIN {
+            self.end = end;
+            return;
+        }
         let full = std::mem::replace(agg, self.fresh());
         ingest.new_interval();
         // The flusher only goes away at exit.
         let _ = self.tx.send(Handoff {
             worker: self.id,
-            epoch,
+            end: self.end,
             agg: full,
             last: false,
         });
+        self.end = end;
     }
 
     /// Hands the last aggregate over: the thread is done.
     pub fn finish(self, agg: Box<Aggregate>) {
         let _ = self.tx.send(Handoff {
             worker: self.id,
-            epoch: self.control.epoch.load(Ordering::Acquire),
+            end: self.end,
             agg,
             last: true,
         });
     }
 }
 
-/// The flusher's end: asks for the threads' aggregates and merges them.
+/// The flusher's end: collects the threads' aggregates and merges them.
 #[derive(Debug)]
 pub struct Hub {
     control: Arc<Control>,
     rx: mpsc::Receiver<Handoff>,
     spares: Vec<mpsc::Sender<Box<Aggregate>>>,
-    answered: Vec<u64>,
+    answered: Vec<i64>,
     finished: Vec<bool>,
+    /// Aggregates of later intervals that arrived while an earlier one was being collected
+    /// (the flusher fell behind): kept for their own flush.
+    early: Vec<Handoff>,
 }
 
 impl Hub {
-    /// A hub and one [`Exchange`] per receiving thread.
-    pub fn new(workers: usize) -> (Hub, Vec<Exchange>) {
-        let control = Arc::new(Control::default());
+    /// A hub and one [`Exchange`] per receiving thread, for intervals of `flush_time`
+    /// seconds.
+    pub fn new(workers: usize, flush_time: f64) -> (Hub, Vec<Exchange>) {
+        let control = Arc::new(Control {
+            flush_time,
+            stop: AtomicBool::new(false),
+        });
         let (tx, rx) = mpsc::channel();
         let mut spares = Vec::with_capacity(workers);
         let mut exchanges = Vec::with_capacity(workers);
@@ -107,7 +136,7 @@ impl Hub {
             exchanges.push(Exchange {
                 id,
                 control: control.clone(),
-                seen: 0,
+                end: i64::MIN,
                 tx: tx.clone(),
                 spare: srx,
             });
@@ -116,8 +145,9 @@ impl Hub {
             control,
             rx,
             spares,
-            answered: vec![0; workers],
+            answered: vec![i64::MIN; workers],
             finished: vec![false; workers],
+            early: Vec::new(),
         };
         (hub, exchanges)
     }
@@ -127,12 +157,15 @@ impl Hub {
         self.finished.iter().filter(|f| **f).count()
     }
 
-    /// Asks every thread for its aggregate and merges them into `flusher`, waiting at most
-    /// `wait`. Returns whether every running thread answered (a late one is merged later).
-    pub fn collect(&mut self, flusher: &mut Flusher, wait: Duration) -> bool {
-        let target = self.control.epoch.fetch_add(1, Ordering::AcqRel) + 1;
-        self.gather(flusher, wait, |h, i| {
-            h.finished[i] || h.answered[i] >= target
+    /// Merges into `flusher` the aggregates of interval `end` (and any late ones), waiting
+    /// at most `wait` for every running thread's. Returns whether every thread answered in
+    /// time (a late aggregate goes into the next flush).
+    pub fn collect(&mut self, flusher: &mut Flusher, end: i64, wait: Duration) -> bool {
+        for h in std::mem::take(&mut self.early) {
+            self.take(flusher, h, Some(end));
+        }
+        self.gather(flusher, wait, Some(end), |h, i| {
+            h.finished[i] || h.answered[i] >= end
         })
     }
 
@@ -140,13 +173,41 @@ impl Hub {
     /// Returns whether all of them stopped in time.
     pub fn stop(&mut self, flusher: &mut Flusher, wait: Duration) -> bool {
         self.control.stop.store(true, Ordering::Release);
-        self.gather(flusher, wait, |h, i| h.finished[i])
+        for h in std::mem::take(&mut self.early) {
+            self.take(flusher, h, None);
+        }
+        self.gather(flusher, wait, None, |h, i| h.finished[i])
+    }
+
+    /// Merges one aggregate, unless it belongs to an interval after `upto`.
+    fn take(&mut self, flusher: &mut Flusher, mut h: Handoff, upto: Option<i64>) {
+        let w = h.worker;
+        if let Some(a) = self.answered.get_mut(w) {
+            *a = (*a).max(h.end);
+        }
+        if upto.is_some_and(|u| h.end > u) {
+            self.early.push(h);
+            return;
+        }
+        let held = h.agg.len();
+        flusher.merge(&mut h.agg);
+        if h.last {
+            if let Some(f) = self.finished.get_mut(w) {
+                *f = true;
+            }
+        } else {
+            h.agg.clear(held);
+            if let Some(s) = self.spares.get(w) {
+                let _ = s.send(h.agg);
+            }
+        }
     }
 
     fn gather(
         &mut self,
         flusher: &mut Flusher,
         wait: Duration,
+        upto: Option<i64>,
         done: impl Fn(&Hub, usize) -> bool,
     ) -> bool {
         let deadline = Instant::now() + wait;
@@ -156,24 +217,7 @@ impl Hub {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
-                Ok(mut h) => {
-                    let held = h.agg.len();
-                    flusher.merge(&mut h.agg);
-                    let w = h.worker;
-                    if let Some(a) = self.answered.get_mut(w) {
-                        *a = (*a).max(h.epoch);
-                    }
-                    if h.last {
-                        if let Some(f) = self.finished.get_mut(w) {
-                            *f = true;
-                        }
-                    } else {
-                        h.agg.clear(held);
-                        if let Some(s) = self.spares.get(w) {
-                            let _ = s.send(h.agg);
-                        }
-                    }
-                }
+                Ok(h) => self.take(flusher, h, upto),
                 Err(mpsc::RecvTimeoutError::Timeout) => return false,
                 Err(mpsc::RecvTimeoutError::Disconnected) => return false,
             }
@@ -188,10 +232,21 @@ mod tests {
     use crate::flush::FlushOptions;
 
     #[test]
-    fn threads_hand_over_on_request_and_at_stop() {
+    fn intervals() {
+        assert_eq!(interval_end(0.0, 10.0), 1);
+        assert_eq!(interval_end(9.999, 10.0), 1);
+        assert_eq!(interval_end(10.0, 10.0), 2);
+        assert_eq!(end_time(interval_end(1795650003.5, 1.0), 1.0), 1795650004.0);
+        assert_eq!(end_time(interval_end(0.25, 0.1), 0.1), 0.30000000000000004);
+    }
+
+    /// Datagrams go into the interval their arrival time falls in, whichever thread takes
+    /// them and whenever the flusher looks.
+    #[test]
+    fn threads_hand_over_by_arrival_time_and_at_stop() {
         let limits = Arc::new(Limits::new(100, 1000));
         let mut flusher = Flusher::new(FlushOptions::default(), limits.clone());
-        let (mut hub, exchanges) = Hub::new(2);
+        let (mut hub, exchanges) = Hub::new(2, 10.0);
         let handles: Vec<_> = exchanges
             .into_iter()
             .enumerate()
@@ -200,38 +255,39 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut ingest = Ingest::new(limits, true);
                     let mut agg = ex.fresh();
-                    let mut sent = 0;
+                    // Arrival times 100.0, 100.5, ... 149.5: five intervals of 20 datagrams.
+                    for k in 0..100 {
+                        let now = 100.0 + k as f64 * 0.5;
+                        ex.maybe_hand_over(now, &mut agg, &mut ingest);
+                        ingest.datagram(&mut agg, now, None, format!("c{i}:1|c").as_bytes());
+                    }
+                    ex.maybe_hand_over(150.0, &mut agg, &mut ingest);
                     while !ex.stopping() {
-                        if sent < 100 {
-                            ingest.datagram(&mut agg, 0.0, None, format!("c{i}:1|c").as_bytes());
-                            sent += 1;
-                        }
-                        ex.maybe_hand_over(&mut agg, &mut ingest);
                         std::thread::sleep(Duration::from_millis(1));
                     }
-                    ingest.datagram(&mut agg, 0.0, None, format!("c{i}:1|c").as_bytes());
                     ex.finish(agg);
                 })
             })
             .collect();
-        let start = Instant::now();
-        while flusher.stats().metrics < 200 {
-            assert!(hub.collect(&mut flusher, Duration::from_secs(10)));
+        for end in 11..=15 {
+            let b = end_time(end, 10.0);
+            assert!(hub.collect(&mut flusher, end, Duration::from_secs(10)));
+            let mut out = Vec::new();
+            flusher.flush(b, &mut out);
+            let text = String::from_utf8(out).unwrap();
             assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the threads never sent it all"
+                text.contains(&format!("stats_counts.c0 20 {b}\n")),
+                "{text}"
             );
-            std::thread::sleep(Duration::from_millis(5));
+            assert!(
+                text.contains(&format!("stats_counts.c1 20 {b}\n")),
+                "{text}"
+            );
         }
         assert!(hub.stop(&mut flusher, Duration::from_secs(10)));
         assert_eq!(hub.finished(), 2);
         for h in handles {
             h.join().unwrap();
         }
-        let mut out = Vec::new();
-        flusher.flush(1.0, &mut out);
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("stats_counts.c0 101 1\n"), "{text}");
-        assert!(text.contains("stats_counts.c1 101 1\n"), "{text}");
     }
 }

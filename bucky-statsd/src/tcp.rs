@@ -195,6 +195,7 @@ pub fn worker(
             ready.clear();
             ready.extend(fds[1..].iter().map(is_ready));
         }
+        exchange.maybe_hand_over(unix_now(), &mut agg, &mut ingest);
         if listener_ready || stopping {
             accept_all(
                 &listener,
@@ -224,7 +225,6 @@ pub fn worker(
         if stopping {
             break;
         }
-        exchange.maybe_hand_over(&mut agg, &mut ingest);
     }
     exchange.finish(agg);
 }

@@ -4,7 +4,7 @@
 
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bucky_proto::log::{suppressed_note, RateLimit};
@@ -27,6 +27,8 @@ pub const BATCH: usize = 64;
 pub const SLOT: usize = 65536;
 /// How long a receive waits before the thread looks at its flags (flush, stop).
 pub const POLL: Duration = Duration::from_millis(20);
+/// How long a stopping thread keeps draining its socket at most.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// What binding the UDP sockets gave.
 #[derive(Debug)]
@@ -174,8 +176,17 @@ pub fn worker(
     let mut last_drops: u32 = 0;
     let mut err_log = RateLimit::new(1, Duration::from_secs(10));
     let mut drop_log = RateLimit::new(1, Duration::from_secs(10));
+    let mut drain_until: Option<Instant> = None;
     loop {
         let stopping = exchange.stopping();
+        if stopping {
+            // Take what the socket holds, but not forever if senders keep sending.
+            let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN);
+            if Instant::now() >= until {
+                log::warn!("stopped draining the socket after {DRAIN:?}: senders keep sending");
+                break;
+            }
+        }
         let flags = if stopping {
             MsgFlags::MSG_DONTWAIT
         } else {
@@ -187,6 +198,7 @@ pub fn worker(
         match recvmmsg(fd, &mut headers, iovs.iter_mut(), flags, None) {
             Ok(msgs) => {
                 let now = unix_now();
+                exchange.maybe_hand_over(now, &mut agg, &mut ingest);
                 for msg in msgs {
                     if let Ok(cmsgs) = msg.cmsgs() {
                         for c in cmsgs {
@@ -221,6 +233,7 @@ pub fn worker(
                 if stopping {
                     break;
                 }
+                exchange.maybe_hand_over(unix_now(), &mut agg, &mut ingest);
             }
             Err(e) => {
                 if let Some(n) = err_log.allow() {
@@ -230,9 +243,9 @@ pub fn worker(
                     break;
                 }
                 std::thread::sleep(POLL);
+                exchange.maybe_hand_over(unix_now(), &mut agg, &mut ingest);
             }
         }
-        exchange.maybe_hand_over(&mut agg, &mut ingest);
     }
     exchange.finish(agg);
     drop(sock);
