@@ -96,6 +96,41 @@ impl Encoder {
         }
     }
 
+    /// Adds one sample whose Graphite path (naming applied) is `path`: the router names a
+    /// sample once and hands it to the encoder of each of its destinations.
+    pub fn push_named(&mut self, path: &[u8], f: &Fields<'_>) -> Option<Batch> {
+        match self.protocol {
+            Protocol::Plaintext => {
+                let out = &mut self.current.bytes;
+                out.extend_from_slice(path);
+                out.push(b' ');
+                out.extend_from_slice(f.value);
+                out.push(b' ');
+                out.extend_from_slice(f.timestamp);
+                out.push(b'\n');
+                self.current.samples += 1;
+                if self.current.bytes.len() >= PLAINTEXT_BATCH_BYTES {
+                    return Some(self.take_current());
+                }
+                None
+            }
+            Protocol::Pickle { points_per_frame } => {
+                let s = f.sample();
+                self.paths.push_str(&String::from_utf8_lossy(path));
+                self.points.push((self.paths.len(), s.timestamp, s.value));
+                if self.points.len() >= points_per_frame {
+                    return self.take_partial();
+                }
+                None
+            }
+        }
+    }
+
+    /// The naming rules this encoder applies in [`Encoder::push`].
+    pub fn namer(&self) -> &Namer {
+        &self.namer
+    }
+
     /// Hands out whatever is pending, if anything.
     pub fn take_partial(&mut self) -> Option<Batch> {
         if let Protocol::Pickle { .. } = self.protocol {
@@ -192,6 +227,35 @@ mod tests {
             "pre.tld.company.node.cpu.0.idle 1.50 1795650000.25\npre.stats.gorm 2 1795650000\n"
         );
         assert!(e.take_partial().is_none());
+    }
+
+    #[test]
+    fn push_named_writes_what_push_writes() {
+        let namer = Namer::new(&NamingOptions {
+            name_prefix: Some("pre".into()),
+            ..NamingOptions::default()
+        });
+        for protocol in [
+            Protocol::Plaintext,
+            Protocol::Pickle {
+                points_per_frame: 3,
+            },
+        ] {
+            let mut a = Encoder::new(namer.clone(), protocol);
+            let mut b = Encoder::new(namer.clone(), protocol);
+            let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+            for i in 0..10 {
+                let l = format!("m.{i} {i}.25 1795650000 h{i}.example.com");
+                let f = parse_str(&l).unwrap();
+                out_a.extend(a.push(&f));
+                let mut path = Vec::new();
+                namer.push_path_bytes(&mut path, f.host, f.name);
+                out_b.extend(b.push_named(&path, &f));
+            }
+            out_a.extend(a.take_partial());
+            out_b.extend(b.take_partial());
+            assert_eq!(out_a, out_b, "{protocol:?}");
+        }
     }
 
     #[test]

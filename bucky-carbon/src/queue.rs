@@ -51,22 +51,35 @@ impl Queue {
 
     /// Appends a batch; returns how many samples were dropped from the front to make room.
     pub fn push(&self, batch: Batch) -> usize {
+        let mut spill = Vec::new();
+        self.push_spill(batch, &mut spill);
+        spill.iter().map(|b| b.samples).sum()
+    }
+
+    /// Appends a batch; the oldest batches that no longer fit are moved to `spill` (oldest
+    /// first), for the spool or to be counted as dropped.
+    pub fn push_spill(&self, batch: Batch, spill: &mut Vec<Batch>) {
         if batch.samples == 0 {
-            return 0;
+            return;
         }
         let mut s = self.lock();
         s.samples += batch.samples;
         s.batches.push_back(batch);
-        let mut dropped = 0;
         while s.samples > self.capacity && s.batches.len() > 1 {
             if let Some(old) = s.batches.pop_front() {
                 s.samples -= old.samples;
-                dropped += old.samples;
+                spill.push(old);
             }
         }
         drop(s);
         self.cond.notify_one();
-        dropped
+    }
+
+    /// Takes every batch, oldest first.
+    pub fn take_all(&self) -> Vec<Batch> {
+        let mut s = self.lock();
+        s.samples = 0;
+        s.batches.drain(..).collect()
     }
 
     /// Puts a batch back at the front (one whose write failed), without dropping anything.
@@ -144,6 +157,12 @@ mod tests {
         // A batch bigger than the whole queue is still kept, alone.
         assert_eq!(q.push(batch(30)), 8);
         assert_eq!(q.len(), 30);
+        let mut spill = Vec::new();
+        q.push_spill(batch(2), &mut spill);
+        assert_eq!(spill, vec![batch(30)]);
+        q.push(batch(3));
+        assert_eq!(q.take_all(), vec![batch(2), batch(3)]);
+        assert!(q.is_empty());
     }
 
     #[test]

@@ -5,11 +5,17 @@
 //! away sits in socket buffers and is lost with the connection. So the writer keeps the most
 //! recent batches (the resend window) and sends them again on the next connection. Carbon
 //! stores one value per series and timestamp, so a repeated point changes nothing.
+//!
+//! With a spool ([`Writer::with_spool`]) a destination that is down costs no memory: what
+//! cannot be sent goes to disk (the resend window and the batch in flight before everything
+//! else, as they are older), and once the destination is back the spool is replayed in order,
+//! at a paced rate, before the newer data held in memory.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as SockShutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bucky_proto::io::LineWriter;
@@ -18,7 +24,8 @@ use nix::sys::socket::{recv, MsgFlags};
 
 use crate::encode::Batch;
 use crate::queue::{Pop, Queue};
-use crate::{Control, Counters};
+use crate::spool::{self, Spool};
+use crate::{Control, DestCounters};
 
 /// The original's reconnect settings (graphite_max_reconnects and friends).
 #[derive(Debug, Clone, PartialEq)]
@@ -97,14 +104,25 @@ enum SendError {
     Stop(Stop),
 }
 
-/// Makes the self-metrics batch when it is due.
-type Tick<'a> = Box<dyn FnMut() -> Option<Batch> + 'a>;
+/// How often a spool's new data is fsync'ed.
+const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The spool side of a writer.
+struct Spooling<'a> {
+    spool: &'a Mutex<Spool>,
+    /// Replay pace in samples per second; 0 or less: as fast as carbon reads.
+    rate: f64,
+    /// When the next replayed record may go.
+    pace_at: Instant,
+    next_sync: Instant,
+    log: RateLimit,
+}
 
 pub struct Writer<'a> {
     target: Target,
     backoff: Backoff,
     queue: &'a Queue,
-    counters: &'a Counters,
+    counters: &'a DestCounters,
     control: &'a Control,
     conn: Option<TcpStream>,
     /// Set once a connection has been made, so later ones count as reconnects.
@@ -114,8 +132,7 @@ pub struct Writer<'a> {
     window_bytes: usize,
     window_cap: usize,
     connect_log: RateLimit,
-    /// Self-metrics: called when due, returns a batch to queue.
-    ticker: Option<(Duration, Tick<'a>)>,
+    spooling: Option<Spooling<'a>>,
 }
 
 impl<'a> Writer<'a> {
@@ -124,7 +141,7 @@ impl<'a> Writer<'a> {
         backoff: Backoff,
         resend_window: usize,
         queue: &'a Queue,
-        counters: &'a Counters,
+        counters: &'a DestCounters,
         control: &'a Control,
     ) -> Self {
         Writer {
@@ -140,44 +157,37 @@ impl<'a> Writer<'a> {
             window_bytes: 0,
             window_cap: resend_window,
             connect_log: RateLimit::new(3, Duration::from_secs(60)),
-            ticker: None,
+            spooling: None,
         }
     }
 
-    /// Every `interval`, `tick` makes a batch (the self-metrics) that joins the queue.
-    pub fn with_ticker(
-        mut self,
-        interval: Duration,
-        tick: impl FnMut() -> Option<Batch> + 'a,
-    ) -> Self {
-        if !interval.is_zero() {
-            self.ticker = Some((interval, Box::new(tick)));
+    /// Spools what cannot be sent (TCP targets only) and replays it at `replay_rate`
+    /// samples per second (0: unpaced).
+    pub fn with_spool(mut self, spool: &'a Mutex<Spool>, replay_rate: f64) -> Self {
+        if let Target::Tcp { .. } = self.target {
+            let now = Instant::now();
+            self.spooling = Some(Spooling {
+                spool,
+                rate: replay_rate,
+                pace_at: now,
+                next_sync: now + SYNC_INTERVAL,
+                log: RateLimit::new(3, Duration::from_secs(60)),
+            });
         }
         self
     }
 
     /// Sends until the queue is closed and drained, or the shutdown deadline passes.
     pub fn run(&mut self) -> Result<(), Stop> {
-        let mut next_tick = self.ticker.as_ref().map(|(i, _)| Instant::now() + *i);
+        if self.spooling.is_some() {
+            return self.run_spooled();
+        }
         loop {
             if self.control.deadline_passed() {
                 self.drop_remaining(None, "the shutdown timeout passed");
                 return Ok(());
             }
-            let now = Instant::now();
-            if let (Some(t), Some((interval, tick))) = (next_tick, self.ticker.as_mut()) {
-                if now >= t {
-                    if let Some(b) = tick() {
-                        self.queue.push(b);
-                    }
-                    next_tick = Some(now + *interval);
-                }
-            }
-            let wait = next_tick
-                .map(|t| t.saturating_duration_since(now))
-                .unwrap_or(Duration::from_millis(200))
-                .min(Duration::from_millis(200));
-            let batch = match self.queue.pop(wait) {
+            let batch = match self.queue.pop(Duration::from_millis(200)) {
                 Pop::Batch(b) => b,
                 Pop::Empty => continue,
                 Pop::Done => break,
@@ -205,6 +215,291 @@ impl<'a> Writer<'a> {
             }
         }
         self.finish()
+    }
+
+    /// [`Writer::run`] with a spool: one connection attempt at a time; while the destination
+    /// is down, everything that arrives goes to the spool; once it is up, the spool is
+    /// replayed (paced) before the memory queue.
+    fn run_spooled(&mut self) -> Result<(), Stop> {
+        let Target::Tcp { host, port } = self.target.clone() else {
+            return Ok(());
+        };
+        let mut attempt: u32 = 0;
+        let mut retry_at = Instant::now();
+        loop {
+            self.maybe_sync(false);
+            if self.control.deadline_passed() {
+                self.spool_queue();
+                break;
+            }
+            // After a signal only what is held in memory is sent; the spool waits for the
+            // next start.
+            let stopping = self.control.deadline().is_some();
+            if self.conn.is_none() {
+                let now = Instant::now();
+                if now >= retry_at {
+                    attempt = attempt.saturating_add(1);
+                    match connect_once(&host, port) {
+                        Ok(conn) => {
+                            self.connected(conn, attempt);
+                            attempt = 0;
+                            if self.resend_window().is_err() {
+                                self.disconnect(None, "resending the window failed");
+                            }
+                        }
+                        Err(e) => {
+                            self.counters.connect_failures.inc();
+                            if let Some(n) = self.connect_log.allow() {
+                                log::error!(
+                                    "failed to connect to {host}:{port}: {e} (attempt {attempt}; \
+                                     spooling meanwhile){}",
+                                    suppressed_note(n)
+                                );
+                            }
+                            if self.backoff.max_reconnects > 0
+                                && i64::from(attempt) >= self.backoff.max_reconnects
+                            {
+                                // Nothing to drop: it is all in the spool. A new round starts.
+                                attempt = 0;
+                            }
+                            retry_at = now + self.backoff.delay_after(attempt.max(1));
+                        }
+                    }
+                }
+                if self.conn.is_none() {
+                    self.spool_queue();
+                    if self.queue.is_closed() && self.queue.is_empty() {
+                        let waiting = self.lock_spool().map_or(0, |s| s.samples());
+                        log::warn!(
+                            "input ended while {} is down: {waiting} samples wait in the spool \
+                             for the next start",
+                            self.describe()
+                        );
+                        break;
+                    }
+                    let wait = retry_at
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(200));
+                    if let Pop::Batch(b) = self.queue.pop(wait) {
+                        self.spool_batch(&b);
+                    }
+                    continue;
+                }
+            }
+            if !stopping {
+                let record = self.lock_spool().and_then(|mut s| s.peek());
+                if let Some(rec) = record {
+                    if !self.pace(rec.batch.samples) {
+                        continue;
+                    }
+                    match self.write_conn(&rec.batch.bytes) {
+                        Ok(()) => {
+                            if let Some(mut s) = self.lock_spool() {
+                                s.consume();
+                            }
+                            let n = rec.batch.samples as u64;
+                            if rec.resend {
+                                self.counters.resent.add(n);
+                            } else {
+                                self.counters.sent.add(n);
+                                self.counters.replayed.add(n);
+                            }
+                            self.remember(rec.batch);
+                        }
+                        Err(e) => {
+                            self.disconnect(None, &e.to_string());
+                            retry_at = Instant::now();
+                        }
+                    }
+                    continue;
+                }
+            }
+            match self.queue.pop(Duration::from_millis(200)) {
+                Pop::Batch(b) => match self.write_conn(&b.bytes) {
+                    Ok(()) => {
+                        self.counters.sent.add(b.samples as u64);
+                        self.remember(b);
+                    }
+                    Err(e) => {
+                        let why = e.to_string();
+                        self.disconnect(Some(b), &why);
+                        retry_at = Instant::now();
+                    }
+                },
+                Pop::Empty => {}
+                Pop::Done => {
+                    // The reader may have spilled to the spool just before it closed the queue.
+                    if stopping || self.lock_spool().map_or(true, |s| s.is_empty()) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.maybe_sync(true);
+        self.finish()
+    }
+
+    fn lock_spool(&self) -> Option<MutexGuard<'a, Spool>> {
+        self.spooling
+            .as_ref()
+            .map(|s| s.spool.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Appends `batch` to the spool; on failure its samples are dropped (counted, logged).
+    fn spool_batch(&mut self, batch: &Batch) {
+        let result = match self.lock_spool() {
+            Some(mut s) => s.append(batch, false),
+            None => return,
+        };
+        if let Err(e) = result {
+            self.spool_failed(batch.samples, &e);
+        }
+    }
+
+    fn spool_failed(&mut self, samples: usize, e: &io::Error) {
+        self.counters.dropped.add(samples as u64);
+        let dest = self.describe();
+        if let Some(sp) = self.spooling.as_mut() {
+            if let Some(n) = sp.log.allow() {
+                log::error!(
+                    "cannot write to the spool of {dest}: {e}: dropped {samples} samples{}",
+                    suppressed_note(n)
+                );
+            }
+        }
+    }
+
+    /// Moves the memory queue to the spool.
+    fn spool_queue(&mut self) {
+        let batches = self.queue.take_all();
+        if batches.is_empty() {
+            return;
+        }
+        let mut failed: Vec<(usize, io::Error)> = Vec::new();
+        if let Some(mut s) = self.lock_spool() {
+            for b in &batches {
+                if let Err(e) = s.append(b, false) {
+                    failed.push((b.samples, e));
+                }
+            }
+        }
+        for (n, e) in failed {
+            self.spool_failed(n, &e);
+        }
+    }
+
+    /// The connection broke: the resend window (sent, maybe lost with the connection) and
+    /// the batch in flight go to the front of the spool, as they are older than anything in
+    /// it. If that fails they stay in memory: the window is resent after the reconnect and
+    /// the batch goes back to the queue.
+    fn disconnect(&mut self, current: Option<Batch>, why: &str) {
+        log::warn!(
+            "write to {} failed: {why}; spooling until it is back",
+            self.describe()
+        );
+        self.conn = None;
+        let mut items: Vec<(&Batch, bool)> = self.window.iter().map(|b| (b, true)).collect();
+        if let Some(b) = &current {
+            items.push((b, false));
+        }
+        let result = match self.lock_spool() {
+            Some(mut s) => s.prepend(&items),
+            None => return,
+        };
+        match result {
+            Ok(()) => self.forget_window(),
+            Err(e) => {
+                log::error!(
+                    "cannot write to the spool of {}: {e}; keeping the data in memory",
+                    self.describe()
+                );
+                if let Some(b) = current {
+                    self.queue.push_front(b);
+                }
+            }
+        }
+    }
+
+    /// Waits until the replay pace lets `samples` more go; false if the shutdown deadline
+    /// came first.
+    fn pace(&mut self, samples: usize) -> bool {
+        let Some(sp) = self.spooling.as_mut() else {
+            return true;
+        };
+        if sp.rate <= 0.0 {
+            return true;
+        }
+        loop {
+            let now = Instant::now();
+            if now >= sp.pace_at {
+                // After an idle spell, allow a burst of at most 100 ms worth.
+                let base = match now.checked_sub(Duration::from_millis(100)) {
+                    Some(floor) => sp.pace_at.max(floor),
+                    None => sp.pace_at,
+                };
+                let step = Duration::try_from_secs_f64(samples as f64 / sp.rate)
+                    .unwrap_or(Duration::from_secs(3600));
+                sp.pace_at = base + step;
+                return true;
+            }
+            if self.control.deadline().is_some() {
+                return false;
+            }
+            std::thread::sleep(
+                sp.pace_at
+                    .duration_since(now)
+                    .min(Duration::from_millis(50)),
+            );
+        }
+    }
+
+    /// fdatasyncs what the spool wrote, once a second (or now, with `now`).
+    fn maybe_sync(&mut self, now: bool) {
+        let Some(sp) = self.spooling.as_mut() else {
+            return;
+        };
+        let t = Instant::now();
+        if !now && t < sp.next_sync {
+            return;
+        }
+        sp.next_sync = t + SYNC_INTERVAL;
+        let files = sp
+            .spool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_unsynced();
+        let failed = spool::sync_all(files);
+        if failed > 0 {
+            self.counters.spool_errors.add(failed);
+        }
+    }
+
+    fn connected(&mut self, conn: TcpStream, attempt: u32) {
+        if self.connected_before {
+            self.counters.reconnects.inc();
+            log::info!(
+                "reconnected to {} after {attempt} attempt(s)",
+                self.describe()
+            );
+        } else {
+            log::info!("connected to {}", self.describe());
+        }
+        self.connected_before = true;
+        self.conn = Some(conn);
+    }
+
+    /// Writes to the connection, noticing first a carbon that closed it.
+    fn write_conn(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "not connected"));
+        };
+        if peer_closed(conn) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "carbon closed the connection",
+            ));
+        }
+        conn.write_all(bytes)
     }
 
     fn describe(&self) -> String {

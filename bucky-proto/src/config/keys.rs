@@ -89,6 +89,14 @@ pub const KNOWN_KEYS: &[&str] = &[
     "graphite_shutdown_timeout",
     "graphite_resend_window",
     "graphite_flush_interval",
+    // New: bucky-carbon for Graphite clusters (consistent hashing, durable spool).
+    "graphite_destinations",
+    "graphite_replication_factor",
+    "graphite_diverse_replicas",
+    "graphite_hash_type",
+    "graphite_spool_dir",
+    "graphite_spool_max_bytes",
+    "graphite_spool_replay_rate",
     // New: every tool's own counters as samples (decisions.md §2).
     "self_metrics_interval",
     "self_metrics_prefix",
