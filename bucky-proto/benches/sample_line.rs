@@ -1,7 +1,7 @@
 //! Sample-line parse and format throughput (lines/s), and naming.
 
-use bucky_proto::sample::{parse_line, push_line};
-use bucky_proto::{Namer, NamingOptions};
+use bucky_proto::sample::{parse_line, push_line, split_line};
+use bucky_proto::{CachedNamer, Namer, NamingOptions};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 
 fn lines(n: usize) -> Vec<Vec<u8>> {
@@ -57,13 +57,37 @@ fn bench(c: &mut Criterion) {
         name_host_trim: vec!["example.com".into()],
         ..NamingOptions::default()
     });
-    g.bench_function("parse+name", |b| {
+    g.bench_function("split", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for l in &input {
+                if let Ok(f) = split_line(black_box(l)) {
+                    n += f.name.len();
+                }
+            }
+            n
+        })
+    });
+    g.bench_function("split+name", |b| {
         let mut out = Vec::with_capacity(1 << 20);
         b.iter(|| {
             out.clear();
             for l in &input {
-                if let Ok(p) = parse_line(black_box(l)) {
-                    namer.push_path(&mut out, p.sample.host, p.sample.name);
+                if let Ok(f) = split_line(black_box(l)) {
+                    namer.push_path_bytes(&mut out, f.host, f.name);
+                }
+            }
+            out.len()
+        })
+    });
+    g.bench_function("split+cached name", |b| {
+        let mut out = Vec::with_capacity(1 << 20);
+        let mut cached = CachedNamer::new(namer.clone(), 100_000);
+        b.iter(|| {
+            out.clear();
+            for l in &input {
+                if let Ok(f) = split_line(black_box(l)) {
+                    cached.push_path_bytes(&mut out, f.host, f.name);
                 }
             }
             out.len()

@@ -61,5 +61,5 @@ pub mod sample;
 pub mod shutdown;
 pub mod stats;
 
-pub use naming::{Namer, NamingOptions};
+pub use naming::{CachedNamer, Namer, NamingOptions};
 pub use sample::{parse_line, push_line, split_line, Fields, LineError, ParsedLine, Sample};

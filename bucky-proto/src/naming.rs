@@ -3,6 +3,8 @@
 //! The receivers emit raw names; `bucky-carbon` applies these rules just before writing, so
 //! the processor and every tool in between see the raw names, as in the original.
 
+use std::collections::HashMap;
+
 /// The naming options, with the original's key names and defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamingOptions {
@@ -154,6 +156,69 @@ impl Namer {
         if k >= skip {
             w.push(host[..end].trim_ascii());
         }
+    }
+}
+
+/// A [`Namer`] that remembers the paths of the series it has named.
+///
+/// A series reports every interval, so nearly every sample repeats a (host, name) pair seen
+/// moments ago; one hash lookup then replaces the naming rules. Memory is bounded: when the
+/// cache holds `capacity` series it starts afresh.
+#[derive(Debug, Clone)]
+pub struct CachedNamer {
+    namer: Namer,
+    paths: HashMap<Vec<u8>, Box<[u8]>, foldhash::fast::RandomState>,
+    key: Vec<u8>,
+    capacity: usize,
+    /// Host-less names pass through the rules unchanged unless these say otherwise.
+    rules_touch_bare_names: bool,
+}
+
+impl CachedNamer {
+    pub fn new(namer: Namer, capacity: usize) -> Self {
+        let rules_touch_bare_names = !namer.head.is_empty() || !namer.tail.is_empty();
+        CachedNamer {
+            namer,
+            paths: HashMap::with_hasher(Default::default()),
+            key: Vec::with_capacity(256),
+            capacity: capacity.max(1),
+            rules_touch_bare_names,
+        }
+    }
+
+    /// [`Namer::push_path_bytes`], from the cache when the series was seen before.
+    pub fn push_path_bytes(&mut self, out: &mut Vec<u8>, host: Option<&[u8]>, name: &[u8]) {
+        let host = host.filter(|h| !h.is_empty());
+        if host.is_none() && !self.rules_touch_bare_names {
+            // Cheaper than a lookup: at most a scan for duplicate components.
+            self.namer.push_path_bytes(out, None, name);
+            return;
+        }
+        self.key.clear();
+        self.key.extend_from_slice(host.unwrap_or_default());
+        // A newline never occurs inside a field, so it separates host from name unambiguously.
+        self.key.push(b'\n');
+        self.key.extend_from_slice(name);
+        if let Some(path) = self.paths.get(self.key.as_slice()) {
+            out.extend_from_slice(path);
+            return;
+        }
+        let start = out.len();
+        self.namer.push_path_bytes(out, host, name);
+        if self.paths.len() >= self.capacity {
+            self.paths.clear();
+        }
+        self.paths
+            .insert(self.key.clone(), out[start..].to_vec().into_boxed_slice());
+    }
+
+    /// Series currently remembered.
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
     }
 }
 
@@ -429,5 +494,35 @@ mod tests {
                 reference(&o, host.as_deref(), &name)
             );
         }
+    }
+
+    #[test]
+    fn cached_namer_gives_the_same_paths_and_stays_bounded() {
+        let o = NamingOptions {
+            name_prefix: Some("pre".into()),
+            name_host_trim: vec!["example.com".into()],
+            ..opts()
+        };
+        let plain = Namer::new(&o);
+        let mut cached = CachedNamer::new(plain.clone(), 10);
+        for round in 0..3 {
+            for i in 0..25 {
+                let host = format!("web{}.example.com", i % 7);
+                let name = format!("cpu.{}.idle;k=v", i % 5);
+                for h in [Some(host.as_str()), None, Some("")] {
+                    let mut a = Vec::new();
+                    let mut b = Vec::new();
+                    plain.push_path_bytes(&mut a, h.map(str::as_bytes), name.as_bytes());
+                    cached.push_path_bytes(&mut b, h.map(str::as_bytes), name.as_bytes());
+                    assert_eq!(a, b, "round {round} {h:?} {name}");
+                }
+                assert!(cached.len() <= 10);
+            }
+        }
+        let mut bare = CachedNamer::new(Namer::new(&opts()), 10);
+        let mut out = Vec::new();
+        bare.push_path_bytes(&mut out, None, b"a.a.b");
+        assert_eq!(out, b"a.b");
+        assert!(bare.is_empty());
     }
 }
