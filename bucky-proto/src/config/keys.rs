@@ -114,6 +114,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "statsd_max_values",
     // New: collectd (decisions.md §4, bounded rate cache).
     "collectd_rate_expiry",
+    "collectd_max_series",
+    "collectd_recv_buffer",
+    "collectd_lua",
 ];
 
 /// Whether `key` is a config key some bucky tool reads.
