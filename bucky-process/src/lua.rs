@@ -43,13 +43,24 @@ pub enum LoadError {
 pub enum Verdict {
     /// The function returned nothing or `nil`.
     Drop,
-    /// The function returned a sample, now in the name and host buffers given to the call;
-    /// `has_host` is false when it returned `nil` (or an empty string) as the host.
+    /// The function returned a sample.
     Forward {
-        has_host: bool,
+        host: Returned,
+        name: Returned,
         value: f64,
         timestamp: f64,
     },
+}
+
+/// What the function returned for a text field, compared with what it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Returned {
+    /// The text it was given (nothing was copied).
+    Same,
+    /// A new text, now in the output buffer given to the call.
+    New,
+    /// `nil` or an empty string (a host only): the sample has no host.
+    Absent,
 }
 
 /// The function loaded from a script.
@@ -144,9 +155,9 @@ impl LuaProcessor {
         Ok(LuaProcessor { lua, func, ticks })
     }
 
-    /// Calls the function. On [`Verdict::Forward`] the returned name is in `name_out` and the
-    /// host in `host_out` (both cleared first). `Err` is a one-line reason: the function
-    /// raised an error or returned something other than nothing or the four values.
+    /// Calls the function. A new name or host ([`Returned::New`]) is copied into `name_out` or
+    /// `host_out`. `Err` is a one-line reason: the function raised an error or returned
+    /// something other than nothing or the four values.
     pub fn call(
         &self,
         host: Option<&str>,
@@ -167,25 +178,40 @@ impl LuaProcessor {
         if !extra.is_nil() {
             return Err("returned more than 4 values (expected host, name, value, time)".into());
         }
-        host_out.clear();
-        match &h {
-            Value::Nil => {}
+        let host = match &h {
+            Value::Nil => Returned::Absent,
             Value::String(s) => {
                 let bytes = s.as_bytes();
-                check_field("host", &bytes, true)?;
-                host_out.extend_from_slice(&bytes);
+                if bytes.is_empty() {
+                    Returned::Absent
+                } else if Some(&*bytes) == host.map(str::as_bytes) {
+                    Returned::Same
+                } else {
+                    check_field("host", &bytes)?;
+                    host_out.clear();
+                    host_out.extend_from_slice(&bytes);
+                    Returned::New
+                }
             }
             other => return Err(wrong("host", "a string or nil", other)),
-        }
-        name_out.clear();
-        match &n {
+        };
+        let name = match &n {
             Value::String(s) => {
                 let bytes = s.as_bytes();
-                check_field("name", &bytes, false)?;
-                name_out.extend_from_slice(&bytes);
+                if *bytes == *name.as_bytes() {
+                    Returned::Same
+                } else {
+                    if bytes.is_empty() {
+                        return Err("returned an empty name".into());
+                    }
+                    check_field("name", &bytes)?;
+                    name_out.clear();
+                    name_out.extend_from_slice(&bytes);
+                    Returned::New
+                }
             }
             other => return Err(wrong("name", "a string", other)),
-        }
+        };
         let value = number(&v).ok_or_else(|| wrong("value", "a number", &v))?;
         let timestamp = match number(&t) {
             Some(ts) if ts.is_finite() && ts >= 0.0 => ts,
@@ -193,7 +219,8 @@ impl LuaProcessor {
             None => return Err(wrong("time", "a number", &t)),
         };
         Ok(Verdict::Forward {
-            has_host: !host_out.is_empty(),
+            host,
+            name,
             value,
             timestamp,
         })
@@ -227,14 +254,14 @@ fn wrong(what: &str, expected: &str, got: &Value) -> String {
     )
 }
 
-/// A name or host must be UTF-8 without whitespace to fit in a sample line.
-fn check_field(what: &str, bytes: &[u8], may_be_empty: bool) -> Result<(), String> {
+/// A name or host must be UTF-8 without the whitespace that separates a sample line's fields.
+fn check_field(what: &str, bytes: &[u8]) -> Result<(), String> {
     let text =
         std::str::from_utf8(bytes).map_err(|_| format!("returned a {what} that is not UTF-8"))?;
-    if text.is_empty() && !may_be_empty {
-        return Err(format!("returned an empty {what}"));
-    }
-    if text.chars().any(char::is_whitespace) {
+    if bytes
+        .iter()
+        .any(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'\x0b' | b'\x0c'))
+    {
         return Err(format!("returned {what} {text:?}, which holds whitespace"));
     }
     Ok(())
@@ -249,7 +276,7 @@ mod tests {
     }
 
     fn call(p: &LuaProcessor, host: Option<&str>) -> (Result<Verdict, String>, String, String) {
-        let (mut n, mut h) = (Vec::new(), Vec::new());
+        let (mut n, mut h) = (b"unset".to_vec(), b"unset".to_vec());
         let r = p.call(host, "a.b", 1.5, 1795650000.0, &mut n, &mut h);
         (
             r,
@@ -270,24 +297,38 @@ mod tests {
             call(&p, Some("h1")),
             (
                 Ok(Verdict::Forward {
-                    has_host: true,
+                    host: Returned::Same,
+                    name: Returned::New,
                     value: 3.0,
                     timestamp: 1795650001.0
                 }),
                 "x.a.b".into(),
-                "h1".into()
+                "unset".into()
             )
         );
         // No host: nil in, nil out.
-        let (r, _, h) = call(&p, None);
+        let (r, _, _) = call(&p, None);
         assert!(matches!(
             r,
             Ok(Verdict::Forward {
-                has_host: false,
+                host: Returned::Absent,
                 ..
             })
         ));
-        assert_eq!(h, "");
+        let p2 = proc("return function(h, n, v, t) return 'other', n, v, t end");
+        assert_eq!(
+            call(&p2, Some("h1")),
+            (
+                Ok(Verdict::Forward {
+                    host: Returned::New,
+                    name: Returned::Same,
+                    value: 1.5,
+                    timestamp: 1795650000.0
+                }),
+                "unset".into(),
+                "other".into()
+            )
+        );
         let (mut n, mut h) = (Vec::new(), Vec::new());
         assert_eq!(
             p.call(None, "drop.me", 1.0, 1.0, &mut n, &mut h),

@@ -9,7 +9,7 @@ use bucky_proto::log::{suppressed_note, RateLimit};
 use bucky_proto::sample::{push_number, split_line, LineError};
 use regex::bytes::CaptureLocations;
 
-use crate::lua::{LuaProcessor, Verdict};
+use crate::lua::{LuaProcessor, Returned, Verdict};
 use crate::rules::{Field, Piece, Rule};
 
 /// What bucky-process counts; emitted as `bucky.process.<name>` and logged at exit.
@@ -121,6 +121,37 @@ fn expand(template: &[Piece], src: &[u8], locs: &CaptureLocations, out: &mut Vec
             }
         }
     }
+}
+
+/// The whole seconds of a plain timestamp text (`1795650000` or `1795650000.25`), or `None`
+/// for any other form (exponents, signs, more than 15 digits).
+fn whole_seconds(b: &[u8]) -> Option<f64> {
+    let (int, frac) = match memchr::memchr(b'.', b) {
+        Some(i) => (&b[..i], &b[i + 1..]),
+        None => (b, &b""[..]),
+    };
+    if int.is_empty() || int.len() > 15 || !frac.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in int {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(c - b'0');
+    }
+    // Exact: below 10^15 < 2^53.
+    Some(n as f64)
+}
+
+/// Whether `bound` is absent or greater than `v` (the time window's quick test).
+fn none_or_gt(bound: Option<f64>, v: f64) -> bool {
+    bound.map_or(true, |b| b > v)
+}
+
+/// Whether `bound` is absent or at most `v`.
+fn none_or_le(bound: Option<f64>, v: f64) -> bool {
+    bound.map_or(true, |b| b <= v)
 }
 
 fn parse_f64(b: &[u8]) -> f64 {
@@ -304,8 +335,23 @@ impl Processor {
                     }
                 }
                 Rule::TimeWindow { future, past } => {
-                    let t = *ts.get_or_insert_with(|| parse_f64(ts_text.unwrap_or_default()));
-                    if future.is_some_and(|f| t > now + f) || past.is_some_and(|p| t < now - p) {
+                    let above = future.map(|f| now + f);
+                    let below = past.map(|p| now - p);
+                    let outside = match (ts, ts_text.and_then(whole_seconds)) {
+                        // Decided from the whole seconds when all of [s, s + 1] is on one side
+                        // of both bounds; converting the text is slower than the test.
+                        (None, Some(s)) if above.is_some_and(|a| s > a) => Some(true),
+                        (None, Some(s)) if below.is_some_and(|b| s + 1.0 < b) => Some(true),
+                        (None, Some(s)) if none_or_gt(above, s + 1.0) && none_or_le(below, s) => {
+                            Some(false)
+                        }
+                        _ => None,
+                    };
+                    let outside = outside.unwrap_or_else(|| {
+                        let t = *ts.get_or_insert_with(|| parse_f64(ts_text.unwrap_or_default()));
+                        above.is_some_and(|a| t > a) || below.is_some_and(|b| t < b)
+                    });
+                    if outside {
                         c.dropped_time_window += 1;
                         return;
                     }
@@ -357,21 +403,30 @@ impl Processor {
                             return;
                         }
                         Ok(Verdict::Forward {
-                            has_host,
+                            host: new_host,
+                            name: new_name,
                             value: nv,
                             timestamp: nt,
                         }) => {
-                            name = Src::Buf(name_dest);
-                            host = if has_host {
-                                Src::Buf(host_dest)
-                            } else {
-                                Src::None
+                            if new_name == Returned::New {
+                                name = Src::Buf(name_dest);
+                            }
+                            host = match new_host {
+                                Returned::Same => host,
+                                Returned::New => Src::Buf(host_dest),
+                                Returned::Absent => Src::None,
                             };
-                            value = Some(nv);
-                            value_text = None;
-                            finite = nv.is_finite();
-                            ts = Some(nt);
-                            ts_text = None;
+                            // An unchanged number keeps its text: no formatting, and the
+                            // exact input form.
+                            if nv.to_bits() != v.to_bits() {
+                                value = Some(nv);
+                                value_text = None;
+                                finite = nv.is_finite();
+                            }
+                            if nt.to_bits() != t.to_bits() {
+                                ts = Some(nt);
+                                ts_text = None;
+                            }
                         }
                         Err(why) => {
                             c.lua_errors += 1;

@@ -228,3 +228,41 @@ fn lua_can_remove_or_add_the_host_and_chain_with_renames() {
     let mut p = processor(toml, Some(lua), false);
     assert_eq!(run(&mut p, &["a 1 1 h", "a 2 2"]), ["d 1 1", "d 2 2 h2"]);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+    /// The window's quick test on whole seconds agrees with converting the timestamp.
+    #[test]
+    fn time_window_quick_test_is_exact(
+        offset in -400i64..400,
+        frac in proptest::option::of("[0-9]{1,20}"),
+        f in 0u32..300,
+        p in 0u32..600,
+        which in 0u8..3,
+        now_frac in 0u32..4,
+    ) {
+        let future = (which != 2).then_some(f);
+        let past = (which != 1).then_some(p);
+        let now = NOW + f64::from(now_frac) / 4.0;
+        let ts = match &frac {
+            Some(f) => format!("{}.{f}", NOW as i64 + offset),
+            None => format!("{}", NOW as i64 + offset),
+        };
+        let mut rule = String::from("processor_rules = [{ action = \"time_window\"");
+        if let Some(f) = future {
+            rule.push_str(&format!(", future = {f}"));
+        }
+        if let Some(p) = past {
+            rule.push_str(&format!(", past = {p}"));
+        }
+        rule.push_str(" }]");
+        let mut p = processor(&rule, None, false);
+        let mut out = Vec::new();
+        p.process(format!("m 1 {ts}").as_bytes(), "t", 1, now, &mut out);
+        let t: f64 = ts.parse().unwrap();
+        let outside = future.is_some_and(|f| t > now + f64::from(f))
+            || past.is_some_and(|p| t < now - f64::from(p));
+        proptest::prop_assert_eq!(out.is_empty(), outside, "{} now {}", ts, now);
+    }
+}
