@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+/// The environment variable in which the `bucky` wrapper gives its stages its process id.
+pub const SUPERVISOR_VAR: &str = "BUCKY_SUPERVISOR_PID";
+
 /// A shared "stop now" flag that a signal (or the program itself) can raise.
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
@@ -27,8 +30,21 @@ impl Shutdown {
     }
 
     /// Raises the flag on SIGTERM and SIGINT (from a thread of its own).
+    ///
+    /// Under the `bucky` wrapper (which names itself in [`SUPERVISOR_VAR`]) the death of the
+    /// wrapper counts as a SIGTERM too, so that no stage outlives it holding its ports.
     pub fn on_signals() -> io::Result<Self> {
         let s = Shutdown::new();
+        if let Some(parent) = std::env::var(SUPERVISOR_VAR)
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok())
+        {
+            // Asked before the check, so a wrapper that dies in between is still noticed.
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+            if nix::unistd::getppid().as_raw() != parent {
+                s.trigger(Some(SIGTERM));
+            }
+        }
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
         let t = s.clone();
         std::thread::Builder::new()

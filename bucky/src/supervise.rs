@@ -80,7 +80,10 @@ fn command_for(stage: &Stage) -> anyhow::Result<Command> {
             c
         }
     };
-    cmd.args(&stage.args);
+    cmd.args(&stage.args).env(
+        bucky_proto::shutdown::SUPERVISOR_VAR,
+        std::process::id().to_string(),
+    );
     // A terminal's Ctrl-C must reach only bucky, which then stops the stages in order.
     cmd.process_group(0);
     Ok(cmd)
