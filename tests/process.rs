@@ -1,0 +1,1 @@
+//! bucky-process through its real binary (being written).
