@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bucky_proto::config::{pick, Config};
-use bucky_proto::io::{is_broken_pipe, Line, LineReader, LineWriter};
+use bucky_proto::io::{is_broken_pipe, Line, LineReader, LineWriter, DEFAULT_MAX_LINE};
 use bucky_proto::shutdown::Shutdown;
 use bucky_proto::stats::{summary, unix_now, SelfMetrics, SelfMetricsOptions};
 use clap::Parser;
@@ -279,6 +279,13 @@ pub fn run<W: Write>(
                     return;
                 }
                 match line {
+                    // The reader bounds what it buffers; a long line that arrived whole in
+                    // one read is refused here, as one that did not would have been.
+                    Line::Text(text) if text.len() > DEFAULT_MAX_LINE => processor.bad_line(
+                        &input.name,
+                        line_no,
+                        &format!("line of {} bytes is too long", text.len()),
+                    ),
                     Line::Text(text) => {
                         let r = writer
                             .push(|buf| processor.process(text, &input.name, line_no, now, buf));
