@@ -117,6 +117,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "collectd_max_series",
     "collectd_recv_buffer",
     "collectd_lua",
+    // New: MetricsD (decisions.md §5, a bounded metric table).
+    "metricsd_max_metrics",
 ];
 
 /// Whether `key` is a config key some bucky tool reads.
