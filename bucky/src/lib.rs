@@ -389,4 +389,70 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn the_example_configs_load_without_unknown_keys() {
+        for (name, text) in [
+            (
+                "bucky.toml",
+                include_str!("../../scripts/examples/bucky.toml"),
+            ),
+            (
+                "bucky.conf",
+                include_str!("../../scripts/examples/bucky.conf"),
+            ),
+        ] {
+            let cfg = Config::parse_auto(text, name).unwrap();
+            assert!(
+                cfg.unknown_keys().is_empty(),
+                "{name}: {:?}",
+                cfg.unknown_keys()
+            );
+            let p = plan(&args(&[]), &cfg, None).unwrap();
+            assert_eq!(
+                names(&p),
+                [
+                    "bucky-statsd",
+                    "bucky-collectd",
+                    "bucky-metricsd",
+                    "bucky-process",
+                    "bucky-carbon"
+                ],
+                "{name}"
+            );
+        }
+    }
+
+    /// Every stage accepts the example configs and the seed config: right types everywhere.
+    #[test]
+    fn every_stage_resolves_the_example_and_seed_configs() {
+        use clap::Parser as _;
+        for (name, text) in [
+            (
+                "bucky.toml",
+                include_str!("../../scripts/examples/bucky.toml"),
+            ),
+            (
+                "bucky.conf",
+                include_str!("../../scripts/examples/bucky.conf"),
+            ),
+            (
+                "seed-readme-config.py",
+                include_str!("../../tests/fixtures/seed-readme-config.py"),
+            ),
+        ] {
+            let cfg = Config::parse_auto(text, name).unwrap();
+            let ctx = |stage: &str| format!("{name}: {stage}");
+            bucky_statsd::Settings::resolve(&bucky_statsd::Args::parse_from(["s"]), &cfg)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", ctx("statsd")));
+            bucky_collectd::Settings::resolve(&bucky_collectd::Args::parse_from(["c"]), &cfg)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", ctx("collectd")));
+            bucky_metricsd::Settings::resolve(&bucky_metricsd::Args::parse_from(["m"]), &cfg)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", ctx("metricsd")));
+            bucky_process::Settings::resolve(&bucky_process::Args::parse_from(["p"]), &cfg)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", ctx("process")));
+            bucky_carbon::Settings::resolve(&bucky_carbon::Args::parse_from(["w"]), &cfg)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", ctx("carbon")));
+        }
+    }
 }
