@@ -127,8 +127,38 @@ fn os(s: impl Into<OsString>) -> OsString {
     s.into()
 }
 
+/// Keys of the original (2.2.1 to HEAD) that this bucky recognises but that have nothing to
+/// act on: its stages bound their own queues, stop in order, and run no Python.
+pub const INERT_KEYS: &[&str] = &[
+    "full_trace",
+    "collectd_use_entry_points",
+    "process_join_timeout",
+    "max_sample_queue",
+    "sentry_enabled",
+    "sentry_dsn",
+    "sentry_log_level",
+    "sentry_auto_log_stacks",
+    "collectd_workers",
+    "collectd_counter_eq_derive",
+    "statsd_metadata",
+    "graphite_enabled",
+    "influxdb_enabled",
+    "influxdb_hosts",
+];
+
 /// Works out the pipeline from the flags and the config file (flags beat the file).
 pub fn plan(args: &Args, cfg: &Config, config_path: Option<&Path>) -> anyhow::Result<Plan> {
+    if cfg
+        .raw("custom_clients")
+        .and_then(|v| v.as_items())
+        .is_some_and(|items| !items.is_empty())
+    {
+        anyhow::bail!(
+            "{}: custom_clients: Python client classes cannot run in bucky: \
+             compose another writer by hand (bucky-statsd | your-writer) instead",
+            cfg.origin()
+        );
+    }
     // Every stage reads the same file and takes its own keys; only flags given here are
     // passed on, so a stage's own defaults and the file keep their say otherwise.
     let common = |extra: Vec<OsString>| {
@@ -240,6 +270,9 @@ pub fn main_with(args: Args) -> anyhow::Result<u8> {
     let cfg = Config::load_optional(config_path)
         .with_context(|| "failed to read config file".to_string())?;
     cfg.warn_unknown("bucky");
+    for key in INERT_KEYS.iter().filter(|k| cfg.raw(k).is_some()) {
+        log::info!("config key '{key}' is recognised but has no effect in this bucky");
+    }
     let level = pick(args.log_level.clone(), &cfg, "log_level", "INFO".into())?;
     log::set_max_level(bucky_proto::log::parse_level(&level)?);
     let plan = plan(&args, &cfg, config_path)?;
@@ -262,6 +295,15 @@ mod tests {
             .chain(std::iter::once(&p.writer))
             .map(|s| s.name)
             .collect()
+    }
+
+    #[test]
+    fn python_client_classes_are_refused() {
+        let cfg = Config::parse_python("custom_clients = [('mod', 'Cls')]\n", "t.conf").unwrap();
+        let e = plan(&args(&[]), &cfg, None).unwrap_err().to_string();
+        assert!(e.contains("custom_clients"), "{e}");
+        let empty = Config::parse_python("custom_clients = []\n", "t.conf").unwrap();
+        assert!(plan(&args(&[]), &empty, None).is_ok());
     }
 
     #[test]
