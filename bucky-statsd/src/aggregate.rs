@@ -513,6 +513,45 @@ fn quote_line(line: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Bytes biased towards the grammar's characters.
+    fn grammar_bytes() -> impl Strategy<Value = Vec<u8>> {
+        const ALPHABET: &[u8] = b":|@#,\nc g s m+-.1e=";
+        proptest::collection::vec(any::<u8>(), 0..200).prop_map(|v| {
+            v.into_iter()
+                .map(|b| {
+                    if b < 160 {
+                        ALPHABET[usize::from(b) % ALPHABET.len()]
+                    } else {
+                        b
+                    }
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Whatever arrives: no panic, and the maps never hold more keys or values than
+        /// the caps allow.
+        #[test]
+        fn any_bytes_are_safe(datagrams in proptest::collection::vec(grammar_bytes(), 1..20)) {
+            let limits = Arc::new(Limits::new(8, 64));
+            let mut ing = Ingest::new(limits.clone(), true);
+            let mut agg = Aggregate::new();
+            for d in &datagrams {
+                ing.datagram(&mut agg, 0.0, None, d);
+            }
+            prop_assert!(agg.len() <= 8);
+            prop_assert!(limits.held() <= 8);
+            prop_assert_eq!(agg.stats.datagrams, datagrams.len() as u64);
+            let values: usize = agg.timers.values().map(|t| t.values.len()).sum::<usize>()
+                + agg.sets.values().map(|s| s.len()).sum::<usize>();
+            prop_assert!(values <= 64);
+        }
+    }
 
     fn ingest(limits: &Arc<Limits>) -> Ingest {
         Ingest::new(limits.clone(), true)
