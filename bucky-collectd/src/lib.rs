@@ -568,6 +568,20 @@ fn live<W: Write>(
         }
         run.periodic(Instant::now(), arrival);
     }
+    // What is already in the socket's buffer was sent before we stopped: take it in too.
+    receiver.set_nonblocking()?;
+    for _ in 0..4096 {
+        let arrival = unix_now();
+        let n = receiver.recv_batch(|d| {
+            if !d.truncated {
+                run.handle(d.bytes, d.source, arrival);
+            }
+        })?;
+        if n == 0 {
+            break;
+        }
+    }
+    run.processor.counters_mut().kernel_drops = receiver.kernel_drops();
     log::info!("received a signal: exiting");
     Ok(Outcome::Done)
 }

@@ -76,6 +76,12 @@ impl Receiver {
         self.granted_buffer
     }
 
+    /// Makes [`recv_batch`](Self::recv_batch) return at once when nothing is queued: for
+    /// taking in, at shutdown, what already arrived.
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        self.socket.set_nonblocking(true)
+    }
+
     /// Datagrams the kernel dropped on this socket so far.
     pub fn kernel_drops(&self) -> u64 {
         u64::from(self.kernel_drops)
