@@ -154,6 +154,16 @@ fn none_or_le(bound: Option<f64>, v: f64) -> bool {
     bound.map_or(true, |b| b <= v)
 }
 
+/// [`expand`] for a regex without groups: `$0` is the only group a template can name.
+fn expand_whole(template: &[Piece], matched: &[u8], out: &mut Vec<u8>) {
+    for p in template {
+        match p {
+            Piece::Literal(l) => out.extend_from_slice(l),
+            Piece::Group(_) => out.extend_from_slice(matched),
+        }
+    }
+}
+
 fn parse_f64(b: &[u8]) -> f64 {
     std::str::from_utf8(b)
         .ok()
@@ -210,7 +220,7 @@ impl Processor {
         let locs = rules
             .iter()
             .map(|r| match r {
-                Rule::Rename { pattern, .. } => Some(pattern.capture_locations()),
+                Rule::Rename { pattern, .. } => Some(pattern.regex.capture_locations()),
                 _ => None,
             })
             .collect();
@@ -309,12 +319,26 @@ impl Processor {
                         continue;
                     }
                     let new = rewrite(src, line_field, bufs, |from, to| {
-                        let Some(m) = pattern.captures_read(locs, from) else {
+                        if !pattern.may_match(from) {
                             return false;
+                        }
+                        let end = match pattern.literal_match(from) {
+                            Some(None) => return false,
+                            Some(Some((start, end))) => {
+                                to.extend_from_slice(&from[..start]);
+                                expand_whole(template, &from[start..end], to);
+                                end
+                            }
+                            None => {
+                                let Some(m) = pattern.regex.captures_read(locs, from) else {
+                                    return false;
+                                };
+                                to.extend_from_slice(&from[..m.start()]);
+                                expand(template, from, locs, to);
+                                m.end()
+                            }
                         };
-                        to.extend_from_slice(&from[..m.start()]);
-                        expand(template, from, locs, to);
-                        to.extend_from_slice(&from[m.end()..]);
+                        to.extend_from_slice(&from[end..]);
                         true
                     });
                     if let Some(new) = new {

@@ -27,7 +27,103 @@
 
 use bucky_proto::config::{Config, Value};
 use regex::bytes::Regex;
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
+use regex_syntax::hir::Look;
 use thiserror::Error;
+
+/// A compiled regex and the literal text every match must start or end the haystack with,
+/// when it is anchored (`^servers\.`, `\.example\.com$`): most samples a rule does not apply
+/// to are turned away by one comparison, without entering the regex engine.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub regex: Regex,
+    prefix: Option<Box<[u8]>>,
+    suffix: Option<Box<[u8]>>,
+    /// The regex is nothing but its anchored prefix or suffix literal, without groups: a
+    /// match is found (and located) by comparing bytes alone.
+    whole: Option<Anchor>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Anchor {
+    Start,
+    End,
+}
+
+impl Pattern {
+    pub fn new(source: &str) -> Result<Pattern, regex::Error> {
+        let regex = Regex::new(source)?;
+        // The same syntax the bytes regex accepts; a failure here only loses the shortcut.
+        let hir = regex_syntax::ParserBuilder::new()
+            .utf8(false)
+            .build()
+            .parse(source)
+            .ok();
+        let literal = |kind: ExtractKind, anchor: Look| -> Option<(Box<[u8]>, bool)> {
+            let hir = hir.as_ref()?;
+            let props = hir.properties();
+            let anchored = match kind {
+                ExtractKind::Prefix => props.look_set_prefix().contains(anchor),
+                _ => props.look_set_suffix().contains(anchor),
+            };
+            if !anchored {
+                return None;
+            }
+            let seq = Extractor::new().kind(kind).extract(hir);
+            match seq.literals()? {
+                [one] if !one.as_bytes().is_empty() => {
+                    Some((one.as_bytes().into(), one.is_exact()))
+                }
+                _ => None,
+            }
+        };
+        let prefix = literal(ExtractKind::Prefix, Look::Start);
+        let suffix = literal(ExtractKind::Suffix, Look::End);
+        let no_groups = regex.captures_len() == 1;
+        let whole = match (&prefix, &suffix) {
+            (Some((_, true)), _) if no_groups => Some(Anchor::Start),
+            (_, Some((_, true))) if no_groups => Some(Anchor::End),
+            _ => None,
+        };
+        Ok(Pattern {
+            prefix: prefix.map(|(l, _)| l),
+            suffix: suffix.map(|(l, _)| l),
+            whole,
+            regex,
+        })
+    }
+
+    /// Where the regex matches, when the regex is only an anchored literal; `None` means
+    /// "ask the regex".
+    #[inline]
+    pub fn literal_match(&self, text: &[u8]) -> Option<Option<(usize, usize)>> {
+        match self.whole? {
+            Anchor::Start => {
+                let p = self.prefix.as_deref()?;
+                Some(text.starts_with(p).then_some((0, p.len())))
+            }
+            Anchor::End => {
+                let s = self.suffix.as_deref()?;
+                Some(
+                    text.ends_with(s)
+                        .then_some((text.len() - s.len(), text.len())),
+                )
+            }
+        }
+    }
+
+    /// False when `text` cannot match (a quick test); true when it may.
+    #[inline]
+    pub fn may_match(&self, text: &[u8]) -> bool {
+        self.prefix.as_ref().map_or(true, |p| text.starts_with(p))
+            && self.suffix.as_ref().map_or(true, |s| text.ends_with(s))
+    }
+
+    #[inline]
+    pub fn is_match(&self, text: &[u8]) -> bool {
+        self.may_match(text) && self.regex.is_match(text)
+    }
+}
 
 /// Why `processor_rules` cannot be used. The text names the file, the line and the rule.
 #[derive(Debug, Error)]
@@ -43,8 +139,8 @@ pub struct RuleError {
 /// A condition of a drop or keep rule: every regex given must match.
 #[derive(Debug, Clone)]
 pub struct Cond {
-    pub name: Option<Regex>,
-    pub host: Option<Regex>,
+    pub name: Option<Pattern>,
+    pub host: Option<Pattern>,
 }
 
 impl Cond {
@@ -55,7 +151,7 @@ impl Cond {
 }
 
 #[inline]
-fn absent_or_matches(re: Option<&Regex>, text: &[u8]) -> bool {
+fn absent_or_matches(re: Option<&Pattern>, text: &[u8]) -> bool {
     match re {
         None => true,
         Some(r) => r.is_match(text),
@@ -83,7 +179,7 @@ pub enum Rule {
     Keep(Cond),
     Rename {
         field: Field,
-        pattern: Regex,
+        pattern: Pattern,
         template: Vec<Piece>,
     },
     TimeWindow {
@@ -255,10 +351,10 @@ pub fn parse_rule(item: &Value) -> Result<Rule, String> {
             return Err(format!("{action}: unknown key {k:?} ({expected})"));
         }
     }
-    let regex = |k: &str| -> Result<Option<Regex>, String> {
+    let regex = |k: &str| -> Result<Option<Pattern>, String> {
         match get(k) {
             None | Some(Value::None) => Ok(None),
-            Some(Value::Str(s)) => Regex::new(s)
+            Some(Value::Str(s)) => Pattern::new(s)
                 .map(Some)
                 .map_err(|e| format!("{action}: {k} regex {s:?}: {}", one_line(&e.to_string()))),
             Some(v) => Err(format!(
@@ -326,7 +422,8 @@ pub fn parse_rule(item: &Value) -> Result<Rule, String> {
                     "rename: 'to' {to:?} holds whitespace, which a sample field cannot"
                 ));
             }
-            let template = parse_template(to, &pattern).map_err(|m| format!("rename: {m}"))?;
+            let template =
+                parse_template(to, &pattern.regex).map_err(|m| format!("rename: {m}"))?;
             Rule::Rename {
                 field,
                 pattern,
@@ -538,6 +635,57 @@ mod tests {
                 "{e}"
             );
             assert!(e.contains(want), "{text}\n  got: {e}\n want: {want}");
+        }
+    }
+
+    #[test]
+    fn anchored_literals_are_quick_tests() {
+        let cases: &[(&str, Option<&str>, Option<&str>)] = &[
+            (r"^servers\.", Some("servers."), None),
+            (r"^stats\.timers\.([^.]+)\.", Some("stats.timers."), None),
+            (r"\.example\.com$", None, Some(".example.com")),
+            (r"^a\.b$", Some("a.b"), Some("a.b")),
+            (r"servers\.", None, None),
+            (r"^(a|b)x", None, None),
+            (r"(?i)^abc", None, None),
+            (r"^a|b", None, None),
+            (r"(?m)^a", None, None),
+        ];
+        for (re, prefix, suffix) in cases {
+            let p = Pattern::new(re).unwrap();
+            assert_eq!(p.prefix.as_deref(), prefix.map(str::as_bytes), "{re}");
+            assert_eq!(p.suffix.as_deref(), suffix.map(str::as_bytes), "{re}");
+        }
+        // Only a literal with no groups is located without the regex.
+        let whole: Vec<bool> = [
+            r"\.example\.com$",
+            r"^servers\.",
+            r"^(servers)\.",
+            r"^servers\.\w",
+        ]
+        .iter()
+        .map(|re| Pattern::new(re).unwrap().whole.is_some())
+        .collect();
+        assert_eq!(whole, [true, true, false, false]);
+        // The quick test never turns away a text the regex matches.
+        let texts = [
+            "servers.x",
+            "stats.timers.a.b",
+            "h.example.com",
+            "a.b",
+            "bx",
+            "ABC",
+            "xa\na",
+        ];
+        for (re, _, _) in cases {
+            let p = Pattern::new(re).unwrap();
+            for t in texts {
+                assert_eq!(
+                    p.is_match(t.as_bytes()),
+                    p.regex.is_match(t.as_bytes()),
+                    "{re} on {t:?}"
+                );
+            }
         }
     }
 
