@@ -329,6 +329,25 @@ pub fn run<W: Write>(
     }
 }
 
+/// Bytes of pipe buffer asked for on stdout.
+const PIPE_SIZE: i32 = 1 << 20;
+
+/// When `out` is a pipe, asks for a 1 MiB buffer (Linux; the default is 64 KiB), so that the
+/// small whole-line writes wake the reader less often. Best effort: a refusal changes nothing.
+fn grow_pipe(out: &impl AsFd) {
+    use std::os::fd::AsRawFd;
+    let fd = out.as_fd();
+    let is_pipe = nix::sys::stat::fstat(fd.as_raw_fd())
+        .map(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO)
+        .unwrap_or(false);
+    if is_pipe {
+        let _ = nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE),
+        );
+    }
+}
+
 /// Loads the config named by `--config`, warning about unknown keys.
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     let cfg = Config::load_optional(path)?;
@@ -345,6 +364,7 @@ pub fn main_with(args: Args) -> anyhow::Result<u8> {
     let mut processor = settings.processor()?;
     let inputs = open_inputs(&args.inputs)?;
     let stop = Shutdown::on_signals().context("installing signal handlers")?;
+    grow_pipe(&io::stdout());
     let outcome = run(
         &settings,
         &mut processor,
