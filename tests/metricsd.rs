@@ -389,3 +389,31 @@ fn a_broken_stdout_pipe_ends_it_quietly() {
     let err = std::fs::read_to_string(&stderr_path).unwrap();
     assert!(!err.contains(": error:"), "{err}");
 }
+
+/// As root, `--uid nobody` binds first and then runs as nobody (and keeps working).
+#[test]
+fn drops_privileges_after_binding() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: not running as root");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a user named nobody");
+    let mut m = Metricsd::start(
+        "metricsd_default_interval = 0.1\nself_metrics_interval = 0\n",
+        &["--uid", "nobody"],
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", m.tool.pid())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let want = nobody.uid.to_string();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|id| id == want),
+        "{uid_line}"
+    );
+    m.send(&datagram("h", |e| {
+        e.update(MetricType::Gauge, "g", Number::U8(1)).unwrap();
+    }));
+    wait_until(TIMEOUT, "a flush", || m.count("g") >= 1);
+    m.stop();
+}

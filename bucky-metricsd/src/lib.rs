@@ -77,6 +77,15 @@ pub struct Args {
     /// CRITICAL, ERROR, WARNING, INFO or DEBUG (log_level) [default: INFO]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Run as this user (a name or a number) once the socket is bound (uid) [default: none]
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<String>,
+
+    /// Run as this group (a name or a number) once the socket is bound (gid) [default: the user's
+    /// group]
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<String>,
 }
 
 /// Everything bucky-metricsd needs, resolved from flags, config file and defaults.
@@ -89,6 +98,9 @@ pub struct Settings {
     pub max_metrics: usize,
     pub self_metrics: SelfMetricsOptions,
     pub log_level: log::LevelFilter,
+    /// The user and group to switch to (uid, gid).
+    pub uid: Option<String>,
+    pub gid: Option<String>,
 }
 
 impl Settings {
@@ -136,6 +148,8 @@ impl Settings {
             max_metrics: pick(args.max_metrics, cfg, "metricsd_max_metrics", 10_000)?,
             self_metrics,
             log_level: bucky_proto::log::parse_level(&level_name)?,
+            uid: id_setting(&args.uid, cfg, "uid")?,
+            gid: id_setting(&args.gid, cfg, "gid")?,
         })
     }
 
@@ -448,6 +462,19 @@ fn flush_loop<W: Write>(
     }
 }
 
+/// A user or group: the flag, else the config key (a name, or a number as the original
+/// allowed), else none.
+fn id_setting(flag: &Option<String>, cfg: &Config, key: &str) -> anyhow::Result<Option<String>> {
+    if flag.is_some() {
+        return Ok(flag.clone());
+    }
+    Ok(match cfg.raw(key) {
+        None | Some(bucky_proto::config::Value::None) => None,
+        Some(bucky_proto::config::Value::Int(n)) => Some(n.to_string()),
+        Some(_) => cfg.get::<String>(key)?,
+    })
+}
+
 /// Loads the config named by `--config`, warning about unknown keys.
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     let cfg = Config::load_optional(path)?;
@@ -463,6 +490,8 @@ pub fn main_with(args: Args) -> anyhow::Result<u8> {
     log::set_max_level(settings.log_level);
     settings.router()?;
     let socket = bind(&settings.ip, settings.port)?;
+    bucky_proto::privs::drop_privileges(settings.uid.as_deref(), settings.gid.as_deref())
+        .context("dropping privileges")?;
     let shutdown = Shutdown::on_signals().context("installing signal handlers")?;
     log::info!(
         "listening on UDP {}; {} handler(s) plus the default every {:?}",
@@ -512,6 +541,18 @@ mod tests {
         assert_eq!(s.default_interval, Duration::from_millis(2500));
         assert_eq!(s.handlers.len(), 1);
         assert_eq!(s.max_metrics, 10_000);
+        assert_eq!((s.uid, s.gid), (None, None));
+        let cfg = Config::parse_python("uid = 1000\ngid = 'staff'\n", "t.conf").unwrap();
+        let s = Settings::resolve(&Args::parse_from(["bucky-metricsd"]), &cfg).unwrap();
+        assert_eq!(
+            (s.uid.as_deref(), s.gid.as_deref()),
+            (Some("1000"), Some("staff"))
+        );
+        let args = Args::parse_from(["bucky-metricsd", "--uid", "nobody"]);
+        assert_eq!(
+            Settings::resolve(&args, &cfg).unwrap().uid.as_deref(),
+            Some("nobody")
+        );
         let args = Args::parse_from(["bucky-metricsd", "--default-interval", "0"]);
         let e = Settings::resolve(&args, &Config::empty()).unwrap_err();
         assert_eq!(

@@ -73,6 +73,15 @@ pub struct Args {
     /// CRITICAL, ERROR, WARNING, INFO or DEBUG (log_level) [default: INFO]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Run as this user (a name or a number) once the inputs are open (uid) [default: none]
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<String>,
+
+    /// Run as this group (a name or a number) once the inputs are open (gid) [default: the user's
+    /// group]
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<String>,
 }
 
 /// Everything bucky-process needs, resolved from flags, config file and defaults.
@@ -83,6 +92,9 @@ pub struct Settings {
     pub drop_on_error: bool,
     pub self_metrics: SelfMetricsOptions,
     pub log_level: log::LevelFilter,
+    /// The user and group to switch to (uid, gid).
+    pub uid: Option<String>,
+    pub gid: Option<String>,
 }
 
 impl Settings {
@@ -129,6 +141,8 @@ impl Settings {
             drop_on_error: args.drop_on_error || cfg.get_or("processor_drop_on_error", false)?,
             self_metrics,
             log_level: bucky_proto::log::parse_level(&level_name)?,
+            uid: id_setting(&args.uid, cfg, "uid")?,
+            gid: id_setting(&args.gid, cfg, "gid")?,
         })
     }
 
@@ -348,6 +362,19 @@ fn grow_pipe(out: &impl AsFd) {
     }
 }
 
+/// A user or group: the flag, else the config key (a name, or a number as the original
+/// allowed), else none.
+fn id_setting(flag: &Option<String>, cfg: &Config, key: &str) -> anyhow::Result<Option<String>> {
+    if flag.is_some() {
+        return Ok(flag.clone());
+    }
+    Ok(match cfg.raw(key) {
+        None | Some(bucky_proto::config::Value::None) => None,
+        Some(bucky_proto::config::Value::Int(n)) => Some(n.to_string()),
+        Some(_) => cfg.get::<String>(key)?,
+    })
+}
+
 /// Loads the config named by `--config`, warning about unknown keys.
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     let cfg = Config::load_optional(path)?;
@@ -363,6 +390,8 @@ pub fn main_with(args: Args) -> anyhow::Result<u8> {
     log::set_max_level(settings.log_level);
     let mut processor = settings.processor()?;
     let inputs = open_inputs(&args.inputs)?;
+    bucky_proto::privs::drop_privileges(settings.uid.as_deref(), settings.gid.as_deref())
+        .context("dropping privileges")?;
     let stop = Shutdown::on_signals().context("installing signal handlers")?;
     grow_pipe(&io::stdout());
     let outcome = run(
