@@ -82,13 +82,14 @@ pub struct Args {
     #[arg(long)]
     pub counter_eq_derive: bool,
 
-    /// Seconds without a value after which a rate series is forgotten
-    /// (collectd_rate_expiry) [default: 600]
+    /// Seconds without a value after which a series (its previous value and name) is
+    /// forgotten (collectd_rate_expiry) [default: 600]
     #[arg(long, value_name = "SECS")]
     pub rate_expiry: Option<f64>,
 
-    /// Most rate series held at once; values of new series beyond it are dropped and
-    /// counted (collectd_max_series) [default: 1000000]
+    /// Most series held at once (one per data source of each value list); beyond it a new
+    /// series' COUNTER, DERIVE and ABSOLUTE values are dropped and counted, its gauges
+    /// still pass (collectd_max_series) [default: 1000000]
     #[arg(long, value_name = "N")]
     pub max_series: Option<usize>,
 

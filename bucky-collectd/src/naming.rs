@@ -12,6 +12,8 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -166,6 +168,12 @@ impl std::fmt::Debug for Converter {
 }
 
 impl Converter {
+    /// Whether the name depends only on the value list's identity and the data source (so
+    /// it can be remembered): every converter but Lua functions, which see values and times.
+    pub fn is_pure(&self) -> bool {
+        !matches!(self, Converter::Lua(..))
+    }
+
     /// How messages name this converter.
     pub fn describe(&self) -> String {
         match self {
@@ -409,7 +417,7 @@ struct Entry {
 
 /// The converters by plugin name, with the fallback under `_default`.
 pub struct Converters {
-    table: HashMap<String, Entry>,
+    table: HashMap<String, Entry, RandomState>,
     lua: Option<LuaConverters>,
 }
 
@@ -435,7 +443,7 @@ impl Converters {
     /// The four built-ins, priority −1.
     pub fn builtin() -> Converters {
         let mut c = Converters {
-            table: HashMap::new(),
+            table: HashMap::default(),
             lua: None,
         };
         for (name, conv) in [
@@ -549,8 +557,19 @@ impl Converters {
 
     /// Writes the name of a value into `out` (cleared first).
     pub fn name(&self, f: &Fields<'_>, out: &mut String) -> Result<Named, ConvertError> {
+        self.name_with(self.get(f.plugin).map(|(c, _)| c), f, out)
+    }
+
+    /// [`name`](Self::name) with the converter already looked up by [`get`](Self::get)
+    /// (once per value list, not per value).
+    pub fn name_with(
+        &self,
+        converter: Option<&Converter>,
+        f: &Fields<'_>,
+        out: &mut String,
+    ) -> Result<Named, ConvertError> {
         out.clear();
-        let Some((converter, _)) = self.get(f.plugin) else {
+        let Some(converter) = converter else {
             default_name(f, out);
             return Ok(check(out));
         };

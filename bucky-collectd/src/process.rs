@@ -7,14 +7,14 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use bucky_proto::log::{suppressed_note, RateLimit};
-use bucky_proto::sample::{push_line, Sample};
+use bucky_proto::sample::push_number;
 
-use crate::naming::{Converters, Fields, Named};
+use crate::naming::{Converter, Converters, Fields, Named};
 use crate::packet::{
     cdtime_to_seconds, CdTime, Decoder, PacketError, RawValue, Sink, ValueList, ValuesError,
     CDTIME_PER_SECOND,
 };
-use crate::rates::{Rate, RateCache};
+use crate::rates::{CachedName, Rate, SeriesCache};
 use crate::security::{Refusal, Security, Users};
 use crate::types_db::{DataSet, TypesDb};
 
@@ -57,7 +57,7 @@ pub struct Counters {
     pub dropped_converter: u64,
     pub dropped_empty_name: u64,
     pub converter_errors: u64,
-    /// Rate series held now, and forgotten so far.
+    /// Series (data sources of value lists) remembered now, and forgotten so far.
     pub series: u64,
     pub expired: u64,
     /// Datagrams the kernel dropped because the socket's buffer was full.
@@ -144,9 +144,9 @@ impl Counters {
 pub struct Options {
     pub security: Security,
     pub counter_eq_derive: bool,
-    /// Seconds without a value after which a rate series is forgotten.
+    /// Seconds without a value after which a series is forgotten.
     pub rate_expiry: f64,
-    /// The most rate series held at once.
+    /// The most series (data sources of value lists) held at once.
     pub max_series: usize,
 }
 
@@ -177,11 +177,12 @@ pub struct Processor {
     converters: Converters,
     security: Security,
     decoder: Decoder,
-    rates: RateCache,
+    series: SeriesCache,
     counters: Counters,
     logs: Logs,
     scratch: Vec<u8>,
     name: String,
+    tail: Vec<u8>,
 }
 
 impl Processor {
@@ -191,11 +192,12 @@ impl Processor {
             converters,
             security: options.security,
             decoder: Decoder::new(options.counter_eq_derive),
-            rates: RateCache::new(options.rate_expiry, options.max_series),
+            series: SeriesCache::new(options.rate_expiry, options.max_series),
             counters: Counters::default(),
             logs: Logs::default(),
             scratch: Vec::new(),
             name: String::new(),
+            tail: Vec::new(),
         }
     }
 
@@ -217,11 +219,11 @@ impl Processor {
         &self.security
     }
 
-    /// Forgets idle rate series; call now and then with the current (arrival) time.
+    /// Forgets idle series; call now and then with the current (arrival) time.
     pub fn tick(&mut self, now: f64) {
-        self.rates.sweep(now);
-        self.counters.expired = self.rates.expired();
-        self.counters.series = self.rates.len() as u64;
+        self.series.sweep(now);
+        self.counters.expired = self.series.expired();
+        self.counters.series = self.series.len() as u64;
     }
 
     /// Handles one datagram that arrived at `arrival` (Unix seconds) from `source`: appends
@@ -234,11 +236,12 @@ impl Processor {
             converters,
             security,
             decoder,
-            rates,
+            series,
             counters,
             logs,
             scratch,
             name,
+            tail,
         } = self;
         let opened = match security.open(datagram, scratch) {
             Ok(o) => o,
@@ -252,11 +255,12 @@ impl Processor {
         };
         let mut emit = Emit {
             converters,
-            rates,
+            series,
             counters,
             logs: &mut logs.skipped,
             converter_log: &mut logs.converter,
             name,
+            tail,
             out,
             arrival,
             arrival_cdtime: (arrival.max(0.0) * CDTIME_PER_SECOND) as CdTime,
@@ -276,11 +280,12 @@ impl Processor {
 
 struct Emit<'p> {
     converters: &'p Converters,
-    rates: &'p mut RateCache,
+    series: &'p mut SeriesCache,
     counters: &'p mut Counters,
     logs: &'p mut RateLimit,
     converter_log: &'p mut RateLimit,
     name: &'p mut String,
+    tail: &'p mut Vec<u8>,
     out: &'p mut Vec<u8>,
     arrival: f64,
     arrival_cdtime: CdTime,
@@ -292,39 +297,95 @@ impl<'a> Sink<'a> for Emit<'_> {
         let time = vl.time.unwrap_or(self.arrival_cdtime);
         let timestamp = cdtime_to_seconds(time);
         let host = sanitize(vl.host);
-        for (source, value) in set.sources.iter().zip(values) {
+        let converter = self.converters.get(vl.plugin).map(|(c, _)| c);
+        // A Lua converter sees values and times, so its names are not remembered.
+        let cacheable = converter.map_or(true, Converter::is_pure);
+        // The end of every line of this value list: " TIMESTAMP[ HOST]\n".
+        self.tail.clear();
+        self.tail.push(b' ');
+        push_number(self.tail, timestamp);
+        if !host.is_empty() {
+            self.tail.push(b' ');
+            self.tail.extend_from_slice(host.as_bytes());
+        }
+        self.tail.push(b'\n');
+        let mut series = self.series.get(vl, values.len(), self.arrival);
+        for (i, (source, value)) in set.sources.iter().zip(values).enumerate() {
             self.counters.values += 1;
-            let fields = Fields {
-                host: vl.host,
-                plugin: vl.plugin,
-                plugin_instance: vl.plugin_instance,
-                type_: vl.type_,
-                type_instance: vl.type_instance,
-                value_name: &source.name,
-                value_kind: source.kind,
-                value: value.as_f64(),
-                time: timestamp,
+            let cached = match series.as_deref().map(|s| s.name(i)) {
+                Some(CachedName::Name(n)) => {
+                    self.name.clear();
+                    self.name.push_str(n);
+                    Some(true)
+                }
+                Some(CachedName::Drop) => Some(false),
+                Some(CachedName::Unknown) | None => None,
             };
-            match self.converters.name(&fields, self.name) {
-                Ok(Named::Name) => {}
-                Ok(Named::Dropped) => {
+            match cached {
+                Some(true) => {}
+                Some(false) => {
                     self.counters.dropped_converter += 1;
                     continue;
                 }
-                Ok(Named::Empty) => {
-                    self.counters.dropped_empty_name += 1;
-                    continue;
-                }
-                Err(e) => {
-                    self.counters.converter_errors += 1;
-                    if let Some(n) = self.converter_log.allow() {
-                        log::error!("{e} (value dropped){}", suppressed_note(n));
+                None => {
+                    let fields = Fields {
+                        host: vl.host,
+                        plugin: vl.plugin,
+                        plugin_instance: vl.plugin_instance,
+                        type_: vl.type_,
+                        type_instance: vl.type_instance,
+                        value_name: &source.name,
+                        value_kind: source.kind,
+                        value: value.as_f64(),
+                        time: timestamp,
+                    };
+                    let named = self.converters.name_with(converter, &fields, self.name);
+                    if let Ok(Named::Name) = named {
+                        if let Cow::Owned(clean) = sanitize(self.name) {
+                            *self.name = clean;
+                        }
                     }
-                    continue;
+                    if cacheable {
+                        if let Some(s) = series.as_deref_mut() {
+                            match named {
+                                Ok(Named::Name) => {
+                                    s.set_name(i, CachedName::Name(self.name.as_str().into()))
+                                }
+                                Ok(Named::Dropped | Named::Empty) => {
+                                    s.set_name(i, CachedName::Drop)
+                                }
+                                Err(_) => {}
+                            }
+                        }
+                    }
+                    match named {
+                        Ok(Named::Name) => {}
+                        Ok(Named::Dropped) => {
+                            self.counters.dropped_converter += 1;
+                            continue;
+                        }
+                        Ok(Named::Empty) => {
+                            self.counters.dropped_empty_name += 1;
+                            continue;
+                        }
+                        Err(e) => {
+                            self.counters.converter_errors += 1;
+                            if let Some(n) = self.converter_log.allow() {
+                                log::error!("{e} (value dropped){}", suppressed_note(n));
+                            }
+                            continue;
+                        }
+                    }
                 }
             }
-            let name = sanitize(self.name);
-            let v = match self.rates.rate(&host, &name, *value, time, self.arrival) {
+            let rate = match series.as_deref_mut() {
+                Some(s) => s.rate(i, *value, time),
+                None => match value {
+                    RawValue::Gauge(v) => Rate::Value(*v),
+                    _ => Rate::CacheFull,
+                },
+            };
+            let v = match rate {
                 Rate::Value(v) => v,
                 Rate::First => {
                     self.counters.dropped_first += 1;
@@ -347,15 +408,11 @@ impl<'a> Sink<'a> for Emit<'_> {
                 self.counters.dropped_range += 1;
                 continue;
             }
-            push_line(
-                self.out,
-                &Sample {
-                    name: &name,
-                    value: v,
-                    timestamp,
-                    host: Some(&host),
-                },
-            );
+            // push_line's format, with the shared tail formatted once per value list.
+            self.out.extend_from_slice(self.name.as_bytes());
+            self.out.push(b' ');
+            push_number(self.out, v);
+            self.out.extend_from_slice(self.tail);
             self.counters.samples += 1;
         }
     }

@@ -9,13 +9,22 @@
 //!   if the previous value was below 2^32, else at 2^64.
 //! * DERIVE: the signed difference over Δt (negative when the counter went back).
 //! * ABSOLUTE: `value / Δt`.
-//! * GAUGE values are not rates and never touch the cache.
+//! * GAUGE values are not rates.
+//!
+//! A series is one value list identity (host, plugin, plugin instance, type, type
+//! instance) with one slot per data source. Besides the previous values the entry keeps the
+//! names its values were given, so a value list seen before is named with one hash lookup
+//! instead of running its converter for every value.
 
-use std::collections::HashMap;
+use hashbrown::hash_map::EntryRef;
+use hashbrown::HashMap;
 
-use crate::packet::{CdTime, RawValue, CDTIME_PER_SECOND};
+// Keys come from the network: a randomly seeded hasher, fast on short strings.
+use foldhash::fast::RandomState;
 
-/// What [`RateCache::rate`] made of a value.
+use crate::packet::{CdTime, RawValue, ValueList, CDTIME_PER_SECOND};
+
+/// What [`Series::rate`] made of a value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Rate {
     /// The value to emit.
@@ -28,115 +37,172 @@ pub enum Rate {
     CacheFull,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    value: RawValue,
-    time: CdTime,
+/// A name remembered for one data source of a series.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CachedName {
+    /// Not named yet (or named by a converter whose result may change: Lua).
+    #[default]
+    Unknown,
+    Name(Box<str>),
+    /// The converter drops this value.
+    Drop,
+}
+
+/// One data source of a series: its previous value and its name.
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    prev: Option<(RawValue, CdTime)>,
+    name: CachedName,
+}
+
+/// One value list identity: per data source, the previous value and the name.
+#[derive(Debug, Clone)]
+pub struct Series {
+    slots: Vec<Slot>,
     /// Arrival time (Unix seconds) of the last value, for expiry.
     seen: f64,
 }
 
-/// The previous value of each (host, name) series.
+impl Series {
+    fn new(sources: usize, now: f64) -> Series {
+        Series {
+            slots: vec![Slot::default(); sources],
+            seen: now,
+        }
+    }
+
+    /// The name remembered for data source `i`.
+    pub fn name(&self, i: usize) -> &CachedName {
+        const UNKNOWN: &CachedName = &CachedName::Unknown;
+        self.slots.get(i).map_or(UNKNOWN, |s| &s.name)
+    }
+
+    /// Remembers the name of data source `i`.
+    pub fn set_name(&mut self, i: usize, name: CachedName) {
+        if let Some(s) = self.slots.get_mut(i) {
+            s.name = name;
+        }
+    }
+
+    /// The rate of data source `i`'s `value` at `time`. GAUGE values come back as they are.
+    pub fn rate(&mut self, i: usize, value: RawValue, time: CdTime) -> Rate {
+        if let RawValue::Gauge(v) = value {
+            return Rate::Value(v);
+        }
+        let Some(slot) = self.slots.get_mut(i) else {
+            return Rate::CacheFull;
+        };
+        let Some((prev, prev_time)) = slot.prev.replace((value, time)) else {
+            return Rate::First;
+        };
+        if time <= prev_time {
+            return Rate::NotLater;
+        }
+        let dt = (time - prev_time) as f64 / CDTIME_PER_SECOND;
+        match rate_of(prev, value, dt) {
+            Some(v) => Rate::Value(v),
+            // The kind changed (a new types.db): start over from this value.
+            None => Rate::First,
+        }
+    }
+}
+
+/// The series seen recently, by value list identity.
 #[derive(Debug)]
-pub struct RateCache {
-    map: HashMap<Box<str>, Entry>,
+pub struct SeriesCache {
+    map: HashMap<Box<str>, Series, RandomState>,
     /// Seconds without a value after which a series is forgotten.
     expiry: f64,
-    max_series: usize,
+    /// Most data sources held, over all series.
+    max_sources: usize,
+    sources: usize,
     next_sweep: f64,
     key: String,
     expired: u64,
 }
 
-impl RateCache {
-    pub fn new(expiry_secs: f64, max_series: usize) -> RateCache {
-        RateCache {
-            map: HashMap::new(),
+impl SeriesCache {
+    /// `max_sources` bounds the data sources held (a value list of `if_octets` holds two).
+    pub fn new(expiry_secs: f64, max_sources: usize) -> SeriesCache {
+        SeriesCache {
+            map: HashMap::default(),
             expiry: expiry_secs.max(0.0),
-            max_series,
+            max_sources,
+            sources: 0,
             next_sweep: f64::NEG_INFINITY,
             key: String::new(),
             expired: 0,
         }
     }
 
-    /// Series held now.
+    /// Data sources held now (the `series` counter).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.sources
     }
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
-    /// Series forgotten so far.
+    /// Data sources forgotten so far.
     pub fn expired(&self) -> u64 {
         self.expired
     }
 
-    /// The rate of `value` at `time` for series (`host`, `name`); `now` is the arrival time
-    /// (Unix seconds), which drives expiry. GAUGE values come back as they are.
-    pub fn rate(
-        &mut self,
-        host: &str,
-        name: &str,
-        value: RawValue,
-        time: CdTime,
-        now: f64,
-    ) -> Rate {
-        if let RawValue::Gauge(v) = value {
-            return Rate::Value(v);
-        }
+    /// The series of `vl` with `sources` data sources, created if new; `None` when it is
+    /// new and the cache is full. `now` is the arrival time (Unix seconds).
+    pub fn get(&mut self, vl: &ValueList<'_>, sources: usize, now: f64) -> Option<&mut Series> {
         self.key.clear();
-        self.key.push_str(host);
-        self.key.push('\0');
-        self.key.push_str(name);
-        let Some(entry) = self.map.get_mut(self.key.as_str()) else {
-            if self.map.len() >= self.max_series {
-                return Rate::CacheFull;
+        for part in [
+            vl.host,
+            vl.plugin,
+            vl.plugin_instance,
+            vl.type_,
+            vl.type_instance,
+        ] {
+            // Strings end at their first NUL, so NUL cannot occur inside a part.
+            self.key.push_str(part);
+            self.key.push('\0');
+        }
+        let series = match self.map.entry_ref(self.key.as_str()) {
+            EntryRef::Occupied(o) => o.into_mut(),
+            EntryRef::Vacant(v) => {
+                if self.sources + sources > self.max_sources {
+                    return None;
+                }
+                self.sources += sources;
+                v.insert(Series::new(sources, now))
             }
-            self.map.insert(
-                self.key.as_str().into(),
-                Entry {
-                    value,
-                    time,
-                    seen: now,
-                },
-            );
-            return Rate::First;
         };
-        let prev = std::mem::replace(
-            entry,
-            Entry {
-                value,
-                time,
-                seen: now,
-            },
-        );
-        if time <= prev.time {
-            return Rate::NotLater;
+        if series.slots.len() != sources {
+            // The data set changed size (a new types.db): start over.
+            self.sources = self.sources + sources - series.slots.len();
+            *series = Series::new(sources, now);
         }
-        let dt = (time - prev.time) as f64 / CDTIME_PER_SECOND;
-        match rate_of(prev.value, value, dt) {
-            Some(v) => Rate::Value(v),
-            // The kind of the series changed (a new types.db): start over from this value.
-            None => Rate::First,
-        }
+        series.seen = now;
+        Some(series)
     }
 
     /// Forgets the series not seen for longer than the expiry; does the work at most every
-    /// quarter of the expiry (and at least every minute). Returns how many were forgotten.
+    /// quarter of the expiry (and at least every minute). Returns how many data sources
+    /// were forgotten.
     pub fn sweep(&mut self, now: f64) -> usize {
         if now < self.next_sweep {
             return 0;
         }
         self.next_sweep = now + (self.expiry / 4.0).clamp(1.0, 60.0);
-        let before = self.map.len();
         let expiry = self.expiry;
-        self.map.retain(|_, e| now - e.seen <= expiry);
-        let n = before - self.map.len();
-        self.expired += n as u64;
-        n
+        let mut forgotten = 0;
+        self.map.retain(|_, s| {
+            let keep = now - s.seen <= expiry;
+            if !keep {
+                forgotten += s.slots.len();
+            }
+            keep
+        });
+        self.sources -= forgotten;
+        self.expired += forgotten as u64;
+        forgotten
     }
 }
 
@@ -167,6 +233,16 @@ mod tests {
 
     const S: CdTime = 1 << 30;
 
+    fn vl<'a>(host: &'a str, plugin: &'a str, ti: &'a str) -> ValueList<'a> {
+        ValueList {
+            host,
+            plugin,
+            type_: "derive",
+            type_instance: ti,
+            ..ValueList::default()
+        }
+    }
+
     #[test]
     fn rate_table() {
         use RawValue::*;
@@ -194,101 +270,88 @@ mod tests {
 
     #[test]
     fn first_value_is_stored_then_rates_follow() {
-        let mut c = RateCache::new(600.0, 10);
+        let mut c = SeriesCache::new(600.0, 10);
         let t0 = 1_795_650_000 * S;
+        let id = vl("h", "p", "n");
+        let rate =
+            |c: &mut SeriesCache, v: RawValue, t: CdTime| c.get(&id, 1, 0.0).unwrap().rate(0, v, t);
+        assert_eq!(rate(&mut c, RawValue::Counter(100), t0), Rate::First);
         assert_eq!(
-            c.rate("h", "n", RawValue::Counter(100), t0, 0.0),
-            Rate::First
-        );
-        assert_eq!(
-            c.rate("h", "n", RawValue::Counter(300), t0 + 2 * S, 0.0),
+            rate(&mut c, RawValue::Counter(300), t0 + 2 * S),
             Rate::Value(100.0)
         );
         // Sub-second updates count (the original truncated to whole seconds).
         assert_eq!(
-            c.rate("h", "n", RawValue::Counter(350), t0 + 2 * S + S / 4, 0.0),
+            rate(&mut c, RawValue::Counter(350), t0 + 2 * S + S / 4),
             Rate::Value(200.0)
         );
         // Not later: stored, nothing emitted; the next rate is from the stored value.
         assert_eq!(
-            c.rate("h", "n", RawValue::Counter(360), t0 + 2 * S, 0.0),
+            rate(&mut c, RawValue::Counter(360), t0 + 2 * S),
             Rate::NotLater
         );
         assert_eq!(
-            c.rate("h", "n", RawValue::Counter(380), t0 + 3 * S, 0.0),
+            rate(&mut c, RawValue::Counter(380), t0 + 3 * S),
             Rate::Value(20.0)
         );
-        // Series are per host and name.
-        assert_eq!(
-            c.rate("h2", "n", RawValue::Counter(1), t0, 0.0),
-            Rate::First
-        );
-        assert_eq!(
-            c.rate("h", "n2", RawValue::Counter(1), t0, 0.0),
-            Rate::First
-        );
-        // The key cannot be forged by moving the separator.
-        assert_eq!(
-            c.rate("h\0n", "", RawValue::Counter(1), t0, 0.0),
-            Rate::First
-        );
-        assert_eq!(c.len(), 4);
+        // Series are per value list identity: another host, plugin or instance is another.
+        for other in [
+            vl("h2", "p", "n"),
+            vl("h", "p2", "n"),
+            vl("h", "p", "n2"),
+            vl("h\0p", "", "n"),
+        ] {
+            assert_eq!(
+                c.get(&other, 1, 0.0)
+                    .unwrap()
+                    .rate(0, RawValue::Counter(1), t0),
+                Rate::First
+            );
+        }
+        assert_eq!(c.len(), 5);
         // Gauges pass through and are not stored.
         assert_eq!(
-            c.rate("h", "g", RawValue::Gauge(-1.5), t0, 0.0),
+            c.get(&id, 1, 0.0)
+                .unwrap()
+                .rate(0, RawValue::Gauge(-1.5), t0),
             Rate::Value(-1.5)
         );
-        assert_eq!(c.len(), 4);
     }
 
     #[test]
-    fn absolute_and_kind_changes() {
-        let mut c = RateCache::new(600.0, 10);
-        assert_eq!(
-            c.rate("h", "a", RawValue::Absolute(5), 10 * S, 0.0),
-            Rate::First
-        );
-        assert_eq!(
-            c.rate("h", "a", RawValue::Absolute(8), 12 * S, 0.0),
-            Rate::Value(4.0)
-        );
-        assert_eq!(
-            c.rate("h", "a", RawValue::Derive(8), 13 * S, 0.0),
-            Rate::First
-        );
-        assert_eq!(
-            c.rate("h", "a", RawValue::Derive(9), 14 * S, 0.0),
-            Rate::Value(1.0)
-        );
+    fn absolute_kind_and_size_changes() {
+        let mut c = SeriesCache::new(600.0, 10);
+        let id = vl("h", "a", "");
+        let mut rate = |v: RawValue, t: CdTime| c.get(&id, 1, 0.0).unwrap().rate(0, v, t);
+        assert_eq!(rate(RawValue::Absolute(5), 10 * S), Rate::First);
+        assert_eq!(rate(RawValue::Absolute(8), 12 * S), Rate::Value(4.0));
+        assert_eq!(rate(RawValue::Derive(8), 13 * S), Rate::First);
+        assert_eq!(rate(RawValue::Derive(9), 14 * S), Rate::Value(1.0));
+        // The same identity with two data sources now: a fresh series.
+        let s = c.get(&id, 2, 0.0).unwrap();
+        assert_eq!(s.rate(1, RawValue::Derive(1), 15 * S), Rate::First);
+        assert_eq!(c.len(), 2);
     }
 
     #[test]
     fn idle_series_expire_and_the_cache_is_bounded() {
-        let mut c = RateCache::new(60.0, 3);
+        let mut c = SeriesCache::new(60.0, 3);
         for (i, name) in ["a", "b", "c"].iter().enumerate() {
-            assert_eq!(
-                c.rate("h", name, RawValue::Derive(1), S, i as f64),
-                Rate::First
-            );
+            let s = c.get(&vl("h", "p", name), 1, i as f64).unwrap();
+            assert_eq!(s.rate(0, RawValue::Derive(1), S), Rate::First);
         }
-        assert_eq!(
-            c.rate("h", "d", RawValue::Derive(1), S, 3.0),
-            Rate::CacheFull
-        );
+        assert!(c.get(&vl("h", "p", "d"), 1, 3.0).is_none(), "full");
         // "a" keeps reporting; the others go quiet.
-        assert_eq!(
-            c.rate("h", "a", RawValue::Derive(2), 2 * S, 50.0),
-            Rate::Value(1.0)
-        );
+        let s = c.get(&vl("h", "p", "a"), 1, 50.0).unwrap();
+        assert_eq!(s.rate(0, RawValue::Derive(2), 2 * S), Rate::Value(1.0));
         assert_eq!(c.sweep(62.5), 2);
         assert_eq!(c.len(), 1);
         assert_eq!(c.expired(), 2);
         // Sweeps are spaced out.
         assert_eq!(c.sweep(63.0), 0);
-        assert_eq!(c.rate("h", "d", RawValue::Derive(1), S, 63.0), Rate::First);
-        assert_eq!(
-            c.rate("h", "b", RawValue::Derive(5), 3 * S, 63.0),
-            Rate::First
-        );
+        assert!(c.get(&vl("h", "p", "d"), 1, 63.0).is_some());
+        let s = c.get(&vl("h", "p", "b"), 1, 63.0).unwrap();
+        assert_eq!(s.rate(0, RawValue::Derive(5), 3 * S), Rate::First);
+        assert!(c.get(&vl("h", "p", "e"), 1, 63.0).is_none());
     }
 }

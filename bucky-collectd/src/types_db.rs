@@ -9,6 +9,8 @@
 //! that cannot be read is an error. A later definition of a type replaces an earlier one.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -136,7 +138,7 @@ pub const BUILTIN: &str = include_str!("../types.db");
 /// The data sets by type name.
 #[derive(Debug, Clone, Default)]
 pub struct TypesDb {
-    sets: HashMap<String, DataSet>,
+    sets: HashMap<String, DataSet, RandomState>,
     /// Where the definitions came from, for messages.
     sources: Vec<String>,
 }
