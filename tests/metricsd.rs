@@ -417,3 +417,45 @@ fn drops_privileges_after_binding() {
     wait_until(TIMEOUT, "a flush", || m.count("g") >= 1);
     m.stop();
 }
+
+/// The Python client of the README's protocol section, as printed there (on the test's port).
+const README_CLIENT: &str = r#"
+import socket, struct
+
+def string(text):
+    b = text.encode()
+    return struct.pack('>H', len(b) + 1) + b + b'\0'
+
+def update(type_nibble, name, value):          # value as f64
+    return bytes([type_nibble]) + string(name) + b'\x41' + struct.pack('>d', value)
+
+datagram = (b'\xaa' + string('web1.example.com')
+            + update(0x00, 'requests', 1)       # counter
+            + update(0x40, 'db.query', 12.5))   # timer
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(datagram, ('127.0.0.1', 23632))
+"#;
+
+/// A client written from the README alone works; and a datagram received just before SIGTERM
+/// is still in the final flush (the socket is drained first).
+#[test]
+fn the_readme_python_client_and_the_drain_at_sigterm() {
+    let mut m = Metricsd::start(
+        "metricsd_default_interval = 3600\nself_metrics_interval = 0\n",
+        &[],
+    );
+    let client = README_CLIENT.replace("23632", &m.port.to_string());
+    let status = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&client)
+        .status()
+        .expect("python3 runs");
+    assert!(status.success(), "{status:?}");
+    m.stop();
+    let samples = m.samples();
+    let find = |name: &str| samples.iter().find(|s| s.0 == name).cloned();
+    let requests = find("requests").expect("requests");
+    assert_eq!(requests.1, 1.0);
+    assert_eq!(requests.3.as_deref(), Some("web1.example.com"));
+    assert_eq!(find("db.query.histo.mean").map(|s| s.1), Some(12.5));
+    assert_eq!(find("db.query.calls.count").map(|s| s.1), Some(1.0));
+}

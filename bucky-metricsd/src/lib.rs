@@ -269,12 +269,7 @@ pub fn run<W: Write>(
             .spawn(move || receive(&socket, &shared, &shutdown))
             .context("starting the receiver thread")?
     };
-    let outcome = flush_loop(settings, &router, &shared, out, &shutdown);
-    // The receiver notices within its read timeout.
-    shutdown.trigger(None);
-    if receiver.join().is_err() {
-        log::error!("the receiver thread panicked");
-    }
+    let outcome = flush_loop(settings, &router, &shared, out, &shutdown, receiver);
     Ok((outcome, shared.snapshot()))
 }
 
@@ -283,9 +278,24 @@ fn receive(socket: &UdpSocket, shared: &Shared, shutdown: &Shutdown) {
     let mut bad_log = RateLimit::default();
     let mut err_log = RateLimit::new(1, Duration::from_secs(10));
     let c = &shared.counters;
-    while !shutdown.is_set() {
+    // After a signal: what the socket still holds is taken in (bounded), then it stops.
+    let mut drain_left: Option<u32> = None;
+    loop {
+        if drain_left.is_none() && shutdown.is_set() {
+            if socket.set_nonblocking(true).is_err() {
+                break;
+            }
+            drain_left = Some(100_000);
+        }
+        if let Some(left) = drain_left.as_mut() {
+            if *left == 0 {
+                break;
+            }
+            *left -= 1;
+        }
         let (n, from) = match socket.recv_from(&mut buf) {
             Ok(r) => r,
+            Err(_) if drain_left.is_some() => break,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -376,6 +386,7 @@ fn flush_loop<W: Write>(
     shared: &Shared,
     out: W,
     shutdown: &Shutdown,
+    receiver: thread::JoinHandle<()>,
 ) -> Outcome {
     let mut writer = LineWriter::new(out);
     let mut lines = Vec::with_capacity(64 * 1024);
@@ -441,6 +452,11 @@ fn flush_loop<W: Write>(
         }
     }
 
+    // The receiver stops within its read timeout, after taking in what the socket holds.
+    shutdown.trigger(None);
+    if receiver.join().is_err() {
+        log::error!("the receiver thread panicked");
+    }
     if write_err.is_none() {
         // Stopping: emit what every handler holds.
         let mut result = Ok(());

@@ -442,3 +442,23 @@ proptest! {
         }
     }
 }
+
+/// The example datagram of the README, byte for byte.
+#[test]
+fn the_readme_example() {
+    let hex = "aa 00 05 77 65 62 31 00 \
+               00 00 05 68 69 74 73 00 00 01 \
+               40 00 09 64 62 2e 71 75 65 72 79 00 41 40 29 00 00 00 00 00 00 \
+               21 00 06 73 69 7a 65 73 00";
+    let bytes: Vec<u8> = hex
+        .split_whitespace()
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    let mut e = Encoder::new("web1").unwrap();
+    e.update(MetricType::Counter, "hits", Number::U8(1))
+        .unwrap();
+    e.update(MetricType::Timer, "db.query", Number::F64(12.5))
+        .unwrap();
+    e.clear(MetricType::Histogram, "sizes").unwrap();
+    assert_eq!(e.as_bytes(), &bytes[..]);
+}
