@@ -241,6 +241,11 @@ impl DecayingSample {
         let priority = (self.alpha * (now - self.start)).exp() / u;
         let entry = Weighted { priority, value };
         if self.heap.len() < self.size {
+            if self.heap.len() == self.heap.capacity() {
+                // Grow by doubling, but never past the reservoir: 16 KiB, not 32.
+                let want = (self.heap.len().max(4) * 2).min(self.size);
+                self.heap.reserve_exact(want - self.heap.len());
+            }
             self.heap.push(entry);
         } else if let Some(mut lowest) = self.heap.peek_mut() {
             if priority > lowest.priority {

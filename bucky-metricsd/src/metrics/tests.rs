@@ -247,6 +247,11 @@ fn reservoir_is_bounded_and_keeps_everything_below_its_size() {
         s.update(f64::from(i), i as f64 / 1000.0);
     }
     assert_eq!(s.len(), RESERVOIR_SIZE);
+    assert_eq!(
+        s.heap.capacity(),
+        RESERVOIR_SIZE,
+        "no room beyond the reservoir"
+    );
 }
 
 #[test]
