@@ -410,3 +410,35 @@ pub fn main_with(args: Args) -> anyhow::Result<u8> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_from_config_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("bucky.conf");
+        std::fs::write(
+            &conf,
+            "processor_lua = 'p.lua'\nprocessor_drop_on_error = True\nuid = 1000\n",
+        )
+        .unwrap();
+        let cfg = Config::load(&conf).unwrap();
+        let s = Settings::resolve(&Args::parse_from(["bucky-process"]), &cfg).unwrap();
+        assert_eq!(s.lua.as_deref(), Some(dir.path().join("p.lua").as_path()));
+        assert!(s.drop_on_error);
+        assert_eq!(s.uid.as_deref(), Some("1000"));
+        // A flag's path is taken as given (relative to the working directory).
+        let args = Args::parse_from(["bucky-process", "--lua", "x.lua"]);
+        let s = Settings::resolve(&args, &cfg).unwrap();
+        assert_eq!(s.lua.as_deref(), Some(Path::new("x.lua")));
+        // A lua rule needs a script.
+        let cfg = Config::parse_toml("processor_rules = [{ action = 'lua' }]\n", "t.toml").unwrap();
+        let e = Settings::resolve(&Args::parse_from(["bucky-process"]), &cfg).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml: processor_rules has a lua rule but no processor_lua script is set"
+        );
+    }
+}
