@@ -7,10 +7,10 @@
 
 use bucky_proto::log::{suppressed_note, RateLimit};
 use bucky_proto::sample::{push_number, split_line, LineError};
-use regex::bytes::CaptureLocations;
+use regex::bytes::{CaptureLocations, RegexSet};
 
 use crate::lua::{LuaProcessor, Returned, Verdict};
-use crate::rules::{Field, Piece, Rule};
+use crate::rules::{Cond, Field, Pattern, Piece, Rule};
 
 /// What bucky-process counts; emitted as `bucky.process.<name>` and logged at exit.
 /// `in` = `out` + `dropped`, and `dropped` is the sum of the `dropped_*` counters.
@@ -195,10 +195,71 @@ fn split_non_finite(line: &[u8]) -> Option<([&[u8]; 4], usize, f64)> {
     (!value.is_finite() && ts.is_finite() && ts >= 0.0).then_some((fields, n, value))
 }
 
+/// One step of the run: a rule, or a run of name-only drop rules tested together.
+#[derive(Debug)]
+enum Step {
+    Rule(usize),
+    /// Drop rules (by index) with a name regex and no host regex, and their regexes as one
+    /// set: however many there are, a name is searched once.
+    DropNames {
+        members: Vec<usize>,
+        set: RegexSet,
+    },
+}
+
+fn name_only_drop(r: &Rule) -> Option<&Pattern> {
+    match r {
+        Rule::Drop(Cond {
+            name: Some(p),
+            host: None,
+        }) => Some(p),
+        _ => None,
+    }
+}
+
+/// Merges each run of two or more consecutive name-only drop rules into one step (exact:
+/// such rules commute, and every one of them counts as `dropped_drop`).
+fn steps(rules: &[Rule]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut i = 0;
+    while i < rules.len() {
+        let mut j = i;
+        while j < rules.len() && name_only_drop(&rules[j]).is_some() {
+            j += 1;
+        }
+        let set = (j - i >= 2)
+            .then(|| {
+                RegexSet::new(
+                    rules[i..j]
+                        .iter()
+                        .filter_map(|r| Some(name_only_drop(r)?.regex.as_str())),
+                )
+                .ok()
+            })
+            .flatten();
+        match set {
+            Some(set) => {
+                steps.push(Step::DropNames {
+                    members: (i..j).collect(),
+                    set,
+                });
+                i = j;
+            }
+            None => {
+                steps.push(Step::Rule(i));
+                i += 1;
+            }
+        }
+    }
+    steps
+}
+
 /// The rules (and the Lua function) ready to run.
 #[derive(Debug)]
 pub struct Processor {
     rules: Vec<Rule>,
+    /// The rules as run: runs of consecutive name-only drop rules are merged into one step.
+    steps: Vec<Step>,
     /// Capture locations of each rename rule, by rule index.
     locs: Vec<Option<CaptureLocations>>,
     lua: Option<LuaProcessor>,
@@ -225,6 +286,7 @@ impl Processor {
             })
             .collect();
         Processor {
+            steps: steps(&rules),
             rules,
             locs,
             lua,
@@ -280,6 +342,7 @@ impl Processor {
 
         let Processor {
             rules,
+            steps,
             locs,
             lua,
             drop_on_error,
@@ -289,7 +352,29 @@ impl Processor {
             lua_log,
             ..
         } = self;
-        for (i, rule) in rules.iter().enumerate() {
+        for step in steps.iter() {
+            let i = match step {
+                Step::Rule(i) => *i,
+                Step::DropNames { members, set } => {
+                    let name_now = text(name, line_name, names);
+                    // The literal quick tests first: usually none or one regex is left.
+                    let mut left = members
+                        .iter()
+                        .filter_map(|&m| name_only_drop(&rules[m]))
+                        .filter(|p| p.may_match(name_now));
+                    let dropped = match (left.next(), left.next()) {
+                        (None, _) => false,
+                        (Some(p), None) => p.regex.is_match(name_now),
+                        (Some(_), Some(_)) => set.is_match(name_now),
+                    };
+                    if dropped {
+                        c.dropped_drop += 1;
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let rule = &rules[i];
             match rule {
                 Rule::Drop(cond) => {
                     if cond.matches(text(name, line_name, names), text(host, line_host, hosts)) {

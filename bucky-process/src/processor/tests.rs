@@ -266,3 +266,44 @@ proptest::proptest! {
         proptest::prop_assert_eq!(out.is_empty(), outside, "{} now {}", ts, now);
     }
 }
+
+#[test]
+fn consecutive_name_drops_run_as_one_set() {
+    let toml = r#"processor_rules = [
+        { action = "drop", name = '^a\.' },
+        { action = "drop", name = 'secret' },
+        { action = "drop", name = '\.tmp$' },
+        { action = "drop", host = 'test' },
+        { action = "drop", name = '^b\.' },
+        { action = "rename", name = '^c', to = 'd' },
+        { action = "drop", name = '^d\.x' },
+        { action = "drop", name = '(?i)^D\.Y' },
+    ]"#;
+    let mut p = processor(toml, None, false);
+    let shape: Vec<String> = p
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Rule(i) => format!("{i}"),
+            Step::DropNames { members, .. } => format!("{members:?}"),
+        })
+        .collect();
+    assert_eq!(shape, ["[0, 1, 2]", "3", "4", "5", "[6, 7]"]);
+    let cases: &[(&str, bool)] = &[
+        ("a.b 1 1", false),
+        ("x.secret.y 1 1", false),
+        ("x.y.tmp 1 1", false),
+        ("x.y 1 1 test1", false),
+        ("b.c 1 1", false),
+        ("c.x 1 1", false), // renamed to d.x, then dropped
+        ("c.y 1 1", false), // renamed to d.y, dropped by the case-insensitive regex
+        ("c.z 1 1", true),
+        ("x.a.tmpx 1 1", true),
+        ("x.b.c 1 1 prod", true),
+    ];
+    for (line, kept) in cases {
+        let got = run(&mut p, &[line]);
+        assert_eq!(!got.is_empty(), *kept, "{line}: {got:?}");
+    }
+    assert_eq!(p.counters.dropped_drop, 7);
+}
