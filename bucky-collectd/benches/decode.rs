@@ -9,7 +9,10 @@
 
 use std::net::SocketAddr;
 
-use bucky_collectd::encode::{encrypt, pack, sign, synthetic_traffic, COLLECTD_PACKET_SIZE};
+use bucky_collectd::encode::{
+    encrypt, encrypted_payload_size, pack, sign, signed_payload_size, synthetic_traffic,
+    COLLECTD_PACKET_SIZE,
+};
 use bucky_collectd::naming::Converters;
 use bucky_collectd::packet::{Decoder, RawValue, Sink, ValueList};
 use bucky_collectd::process::{Options, Processor};
@@ -56,16 +59,23 @@ fn bench(c: &mut Criterion) {
     let lists = synthetic_traffic(100, 60, START, 10);
     let values: u64 = lists.iter().map(|l| l.values.len() as u64).sum();
     let plain = pack(&lists, COLLECTD_PACKET_SIZE);
-    let signed: Vec<Vec<u8>> = plain.iter().map(|p| sign(p, "bench", "benchpw")).collect();
-    let encrypted: Vec<Vec<u8>> = plain
+    // As collectd does, leave room for the signature or encryption in each packet.
+    let signed: Vec<Vec<u8>> = pack(&lists, signed_payload_size(COLLECTD_PACKET_SIZE, "bench"))
         .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let mut iv = [0u8; 16];
-            iv[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            encrypt(p, "bench", "benchpw", iv)
-        })
+        .map(|p| sign(p, "bench", "benchpw"))
         .collect();
+    let encrypted: Vec<Vec<u8>> = pack(
+        &lists,
+        encrypted_payload_size(COLLECTD_PACKET_SIZE, "bench"),
+    )
+    .iter()
+    .enumerate()
+    .map(|(i, p)| {
+        let mut iv = [0u8; 16];
+        iv[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        encrypt(p, "bench", "benchpw", iv)
+    })
+    .collect();
     let cases = [
         ("plain", replayed(&plain), Level::None),
         ("signed", replayed(&signed), Level::Sign),

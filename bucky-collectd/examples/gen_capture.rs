@@ -10,7 +10,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bucky_collectd::encode::{encrypt, pack, sign, synthetic_traffic, COLLECTD_PACKET_SIZE};
+use bucky_collectd::encode::{
+    encrypt, encrypted_payload_size, pack, sign, signed_payload_size, synthetic_traffic,
+    COLLECTD_PACKET_SIZE,
+};
 use bucky_proto::capture::CaptureWriter;
 
 fn main() -> ExitCode {
@@ -52,7 +55,13 @@ fn main() -> ExitCode {
     let start_secs = 1_795_650_000u64;
     let lists = synthetic_traffic(hosts, steps, start_secs << 30, 10);
     let values: usize = lists.iter().map(|l| l.values.len()).sum();
-    let packets = pack(&lists, COLLECTD_PACKET_SIZE);
+    // As collectd does, leave room for the signature or encryption in each packet.
+    let size = match mode.as_str() {
+        "sign" => signed_payload_size(COLLECTD_PACKET_SIZE, "bench"),
+        "encrypt" => encrypted_payload_size(COLLECTD_PACKET_SIZE, "bench"),
+        _ => COLLECTD_PACKET_SIZE,
+    };
+    let packets = pack(&lists, size);
     let source = SocketAddr::from(([127, 0, 0, 1], 40000));
     let mut w = match CaptureWriter::create(&out) {
         Ok(w) => w,

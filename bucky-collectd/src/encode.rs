@@ -13,6 +13,18 @@ use crate::packet::{part, CdTime, RawValue};
 /// collectd's default network buffer size: packets are at most this long.
 pub const COLLECTD_PACKET_SIZE: usize = 1452;
 
+/// The payload room collectd leaves in a packet of `packet_size` bytes signed by `user`:
+/// the signature part (4-byte header, 32-byte HMAC, the user name) comes off.
+pub fn signed_payload_size(packet_size: usize, user: &str) -> usize {
+    packet_size.saturating_sub(36 + user.len())
+}
+
+/// The payload room in a packet of `packet_size` bytes encrypted for `user`: the part
+/// header, the user name and its length, the IV and the SHA-1 come off.
+pub fn encrypted_payload_size(packet_size: usize, user: &str) -> usize {
+    packet_size.saturating_sub(4 + 2 + user.len() + 16 + 20)
+}
+
 /// A packet under construction, part by part.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PacketBuilder {
