@@ -128,6 +128,16 @@ pub struct Args {
     #[arg(long, value_name = "PREFIX")]
     pub self_metrics_prefix: Option<String>,
 
+    /// Run as this user (a name or a number) once the socket is bound (uid)
+    /// [default: none]
+    #[arg(long, value_name = "USER")]
+    pub uid: Option<String>,
+
+    /// Run as this group (a name or a number) once the socket is bound (gid) [default: the
+    /// user's group]
+    #[arg(long, value_name = "GROUP")]
+    pub gid: Option<String>,
+
     /// CRITICAL, ERROR, WARNING, INFO or DEBUG (log_level) [default: INFO]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -162,7 +172,22 @@ pub struct Settings {
     pub use_entry_points: bool,
     pub capture: Option<PathBuf>,
     pub self_metrics: SelfMetricsOptions,
+    /// The user and group to switch to once the socket is bound (uid, gid).
+    pub uid: Option<String>,
+    pub gid: Option<String>,
     pub log_level: log::LevelFilter,
+}
+
+/// A uid/gid setting: the flag, else the config key (a name, or a number).
+fn id_setting(flag: &Option<String>, cfg: &Config, key: &str) -> anyhow::Result<Option<String>> {
+    if flag.is_some() {
+        return Ok(flag.clone());
+    }
+    Ok(match cfg.raw(key) {
+        None | Some(bucky_proto::config::Value::None) => None,
+        Some(bucky_proto::config::Value::Int(n)) => Some(n.to_string()),
+        Some(_) => cfg.get::<String>(key)?,
+    })
 }
 
 fn seconds(key: &str, v: f64) -> anyhow::Result<Duration> {
@@ -261,6 +286,8 @@ impl Settings {
                     "bucky".into(),
                 )?,
             },
+            uid: id_setting(&args.uid, cfg, "uid")?,
+            gid: id_setting(&args.gid, cfg, "gid")?,
             log_level: bucky_proto::log::parse_level(&level_name)?,
         })
     }
@@ -417,10 +444,14 @@ impl<W: Write> Run<'_, W> {
 
     fn write_out(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            write_lines(&mut self.out, &self.buf)?;
+            write_lines(&mut self.out, &self.buf).map_err(stdout_error)?;
             self.buf.clear();
         }
         Ok(())
+    }
+
+    fn flush_out(&mut self) -> io::Result<()> {
+        self.out.flush().map_err(stdout_error)
     }
 
     /// Once a second: capture flush, auth file check, rate expiry; and the self-metrics.
@@ -479,7 +510,7 @@ impl<W: Write> Run<'_, W> {
             self.push_metrics();
         }
         self.write_out()?;
-        self.out.flush()?;
+        self.flush_out()?;
         if let Some(c) = &mut self.capture {
             if let Err(e) = c.flush() {
                 log::error!("capture: {e}");
@@ -492,6 +523,17 @@ impl<W: Write> Run<'_, W> {
         }
         Ok(())
     }
+}
+
+/// Names stdout in a write error (keeping its kind, so a broken pipe is still one).
+fn stdout_error(e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("writing samples to stdout: {e}"))
+}
+
+/// Switches to the configured user and group (after the socket is bound).
+fn drop_privileges(settings: &Settings) -> io::Result<()> {
+    bucky_proto::privs::drop_privileges(settings.uid.as_deref(), settings.gid.as_deref())
+        .map_err(|e| io::Error::other(format!("dropping privileges: {e}")))
 }
 
 /// Runs until a signal (live) or the end of the replay, writing samples to `out`. Returns
@@ -527,13 +569,13 @@ pub fn run<W: Write>(
     let outcome = match result {
         Ok(o) => o,
         Err(e) if is_broken_pipe(&e) => Outcome::BrokenPipe,
-        Err(e) => return Err(anyhow::Error::new(e).context("writing samples to stdout")),
+        Err(e) => return Err(e.into()),
     };
     if outcome != Outcome::BrokenPipe {
         match run.finish() {
             Ok(()) => {}
             Err(e) if is_broken_pipe(&e) => {}
-            Err(e) => return Err(anyhow::Error::new(e).context("writing samples to stdout")),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok((outcome, run.processor.counters().snapshot()))
@@ -547,6 +589,7 @@ fn live<W: Write>(
     let mut receiver =
         receiver::Receiver::bind(addr, run.settings.recv_buffer, Duration::from_millis(100))
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on udp {addr}: {e}")))?;
+    drop_privileges(run.settings)?;
     log::info!(
         "listening on udp {} (receive buffer {} bytes, security level {})",
         receiver.local_addr()?,
@@ -565,7 +608,7 @@ fn live<W: Write>(
         run.processor.counters_mut().kernel_drops = receiver.kernel_drops();
         if n > 0 || !run.buf.is_empty() {
             run.write_out()?;
-            run.out.flush()?;
+            run.flush_out()?;
         }
         run.periodic(Instant::now(), arrival);
     }
@@ -602,6 +645,7 @@ fn replay<W: Write>(
     let mut replay = Replay::open(files, options)
         .map_err(|e| io::Error::other(e.to_string()))?
         .with_shutdown(shutdown.clone());
+    drop_privileges(run.settings)?;
     let mut last = unix_now();
     let mut since_periodic = 0u32;
     for item in &mut replay {
@@ -673,4 +717,131 @@ pub fn main_with(args: Args) -> anyhow::Result<u8> {
             1
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(args: &[&str], config: &str) -> anyhow::Result<Settings> {
+        let mut argv = vec!["bucky-collectd"];
+        argv.extend_from_slice(args);
+        let cfg = Config::parse_python(config, "test.conf")?;
+        Settings::resolve(&Args::parse_from(argv), &cfg)
+    }
+
+    #[test]
+    fn defaults_file_and_flags() {
+        let s = resolve(&[], "").unwrap();
+        assert_eq!(s.input, Input::Socket("127.0.0.1:25826".parse().unwrap()));
+        assert_eq!(s.level, Level::None);
+        assert_eq!(
+            (s.rate_expiry, s.max_series, s.recv_buffer),
+            (600.0, 1_000_000, 8 << 20)
+        );
+        assert!(s.use_entry_points && !s.counter_eq_derive && s.types.is_empty());
+        let conf = "collectd_ip = '0.0.0.0'\ncollectd_port = 1234\ncollectd_types = ['/a.db']\n\
+                    collectd_security_level = 'Encrypt'\ncollectd_auth_file = '/auth'\n\
+                    collectd_counter_eq_derive = True\ncollectd_rate_expiry = 60\nuid = 1000\n";
+        let s = resolve(&[], conf).unwrap();
+        assert_eq!(s.input, Input::Socket("0.0.0.0:1234".parse().unwrap()));
+        assert_eq!(s.level, Level::Encrypt);
+        assert_eq!(s.auth_file, Some(PathBuf::from("/auth")));
+        assert!(s.counter_eq_derive);
+        assert_eq!(s.rate_expiry, 60.0);
+        assert_eq!(s.uid.as_deref(), Some("1000"));
+        // Flags beat the file; --collectd-types adds to the file's list, as the original.
+        let s = resolve(
+            &[
+                "--collectd-port",
+                "99",
+                "--security-level",
+                "sign",
+                "--collectd-types",
+                "/b.db",
+            ],
+            conf,
+        )
+        .unwrap();
+        assert_eq!(s.port, 99);
+        assert_eq!(s.level, Level::Sign);
+        assert_eq!(
+            s.types,
+            vec![PathBuf::from("/a.db"), PathBuf::from("/b.db")]
+        );
+        let s = resolve(
+            &["--replay", "a.pcap", "b.cap", "--replay-pace", "recorded"],
+            "",
+        )
+        .unwrap();
+        assert!(
+            matches!(s.input, Input::Replay { ref files, pace: Pace::Recorded, .. } if files.len() == 2)
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_errors_that_say_why() {
+        let e = resolve(&[], "collectd_security_level = 'Encrypted'\n").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("use 0/None, 1/Sign or 2/Encrypt"),
+            "{e:#}"
+        );
+        let e = resolve(&["--security-level", "3"], "").unwrap_err();
+        assert!(format!("{e:#}").contains("--security-level \"3\""), "{e:#}");
+        let e = resolve(&["--replay-pace", "slow"], "").unwrap_err();
+        assert!(format!("{e:#}").contains("use fast or recorded"));
+        assert!(resolve(&[], "collectd_rate_expiry = -1\n").is_err());
+        assert!(resolve(&[], "collectd_ip = 'not an ip'\n").is_err());
+        // Security without users cannot work.
+        let s = resolve(&["--security-level", "1"], "").unwrap();
+        let e = setup(&s).unwrap_err().to_string();
+        assert!(e.contains("needs collectd_auth_file"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let auth = dir.path().join("auth");
+        std::fs::write(&auth, "# nobody\n").unwrap();
+        let s = resolve(
+            &[
+                "--security-level",
+                "2",
+                "--auth-file",
+                auth.to_str().unwrap(),
+            ],
+            "",
+        )
+        .unwrap();
+        let e = setup(&s).unwrap_err().to_string();
+        assert!(e.contains("needs at least one user"), "{e}");
+    }
+
+    #[test]
+    fn lines_are_written_whole_within_pipe_buf() {
+        struct Writes(Vec<usize>, Vec<u8>);
+        impl Write for Writes {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.push(b.len());
+                self.1.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut data = Vec::new();
+        for i in 0..2000 {
+            data.extend_from_slice(
+                format!("some.metric.name.{i} {i}.5 1795650000 host\n").as_bytes(),
+            );
+        }
+        data.extend_from_slice(&[b'x'; 5000]);
+        data.push(b'\n');
+        let mut w = Writes(Vec::new(), Vec::new());
+        write_lines(&mut w, &data).unwrap();
+        assert_eq!(w.1, data);
+        let mut at = 0;
+        for len in &w.0 {
+            assert!(w.1[at + len - 1] == b'\n');
+            assert!(*len <= PIPE_BUF || !w.1[at..at + len - 1].contains(&b'\n'));
+            at += len;
+        }
+    }
 }
