@@ -479,3 +479,43 @@ fn persistent_gauges_survive_a_restart() {
     assert_eq!(l["stats.gauges.new.g"], 7.0);
     assert_eq!(l["stats.gauges.old.one"], 2.5);
 }
+
+/// Loss is never silent: with a tiny receive buffer and the receiver frozen, a burst
+/// overflows the socket; every datagram is then either counted or in `kernel_drops`.
+#[test]
+fn kernel_drops_are_counted() {
+    use nix::sys::signal::Signal;
+    let port = free_udp_port();
+    let mut st = start_statsd(port, &["--threads", "1", "--recv-buffer", "4096"]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    st.guard().signal(Signal::SIGSTOP);
+    let burst = 2000;
+    for i in 0..burst {
+        sock.send_to(
+            format!("drop.burst:1|c|#n:{}", i % 3).as_bytes(),
+            ("127.0.0.1", port),
+        )
+        .unwrap();
+    }
+    st.guard().signal(Signal::SIGCONT);
+    stop(&mut st);
+    let out = st.stdout();
+    let received: f64 = sums(&out)
+        .iter()
+        .filter(|(k, _)| k.starts_with("stats_counts.drop.burst;"))
+        .map(|(_, v)| v)
+        .sum();
+    let l = last(&out);
+    let drops = l["bucky.statsd.kernel_drops"];
+    assert!(
+        drops > 0.0,
+        "a 4 KiB buffer took a frozen burst of {burst}?\n{out}"
+    );
+    assert_eq!(
+        received + drops,
+        burst as f64,
+        "received {received}, kernel drops {drops}, sent {burst}"
+    );
+    assert_eq!(l["bucky.statsd.datagrams"], received);
+    assert!(st.stderr().contains("the kernel dropped"));
+}

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use bucky_proto::shutdown::Shutdown;
 use bucky_statsd::udp::{bind_sockets, BATCH, SLOT};
 use clap::Parser;
-use nix::sys::socket::{recvmmsg, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage};
+use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use std::io::IoSliceMut;
 
 #[derive(Debug, Parser)]
@@ -32,12 +32,13 @@ fn main() -> anyhow::Result<()> {
         "statsd_bare: listening on {}, receive buffer granted {}",
         bound.addr, bound.granted
     );
-    let sock = &bound.sockets[0];
+    let Some(sock) = bound.sockets.first() else {
+        anyhow::bail!("no socket");
+    };
     let fd = sock.as_raw_fd();
     let mut bufs = vec![0u8; BATCH * SLOT];
-    let mut headers: MultiHeaders<SockaddrStorage> =
-        MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u32)));
-    let (mut lines, mut datagrams, mut drops) = (0u64, 0u64, 0u32);
+    let mut headers: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
+    let (mut lines, mut datagrams) = (0u64, 0u64);
     loop {
         let stopping = shutdown.is_set();
         let flags = if stopping {
@@ -51,13 +52,6 @@ fn main() -> anyhow::Result<()> {
         match recvmmsg(fd, &mut headers, iovs.iter_mut(), flags, None) {
             Ok(msgs) => {
                 for msg in msgs {
-                    if let Ok(cmsgs) = msg.cmsgs() {
-                        for c in cmsgs {
-                            if let ControlMessageOwned::RxqOvfl(n) = c {
-                                drops = n;
-                            }
-                        }
-                    }
                     datagrams += 1;
                     let data = msg.iovs().next().unwrap_or_default();
                     let data = &data[..msg.bytes.min(data.len())];
@@ -71,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             Err(_) => {}
         }
     }
+    let drops = bound.drops().total().unwrap_or(0);
     println!("lines={lines} datagrams={datagrams} kernel_drops={drops}");
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Aggregation of parsed metrics, one [`Aggregate`] per receiving thread, with no lock on the
-//! hot path: a key the thread has already seen this interval costs one hash lookup by `&str`
+//! hot path: a key the thread has already seen this interval costs one hash lookup by `&[u8]`
 //! and no allocation. [`Limits`] bounds memory whatever arrives: at most `max_keys` distinct
 //! keys are held (over the cap a key is dropped and counted), and at most `max_values` timer
 //! values and set members per flush interval.
@@ -83,7 +83,7 @@ impl Limits {
         self.held.load(Ordering::Relaxed)
     }
 
-    fn key_hash(&self, kind: Kind, key: &str) -> u64 {
+    fn key_hash(&self, kind: Kind, key: &[u8]) -> u64 {
         self.hasher.hash_one((kind as u8, key))
     }
 
@@ -101,7 +101,7 @@ impl Limits {
     }
 
     /// May a thread start holding `key`? Yes if it is already held somewhere or there is room.
-    pub fn admit(&self, kind: Kind, key: &str) -> bool {
+    pub fn admit(&self, kind: Kind, key: &[u8]) -> bool {
         let h = self.key_hash(kind, key);
         let mut shard = self.shard(h);
         if shard.contains(&h) {
@@ -117,7 +117,7 @@ impl Limits {
 
     /// Records `key` as held without checking the cap (the flusher keeps what threads admitted,
     /// and what it loads at start up to the cap).
-    pub fn ensure(&self, kind: Kind, key: &str) {
+    pub fn ensure(&self, kind: Kind, key: &[u8]) {
         let h = self.key_hash(kind, key);
         if self.shard(h).insert(h) {
             self.held.fetch_add(1, Ordering::Relaxed);
@@ -125,7 +125,7 @@ impl Limits {
     }
 
     /// The flusher no longer holds `key`.
-    pub fn forget(&self, kind: Kind, key: &str) {
+    pub fn forget(&self, kind: Kind, key: &[u8]) {
         let h = self.key_hash(kind, key);
         if self.shard(h).remove(&h) {
             self.held.fetch_sub(1, Ordering::Relaxed);
@@ -234,8 +234,6 @@ pub struct AggStats {
     pub values_over_cap: u64,
     /// Lines whose tags were dropped (tag output off).
     pub tags_dropped: u64,
-    /// Datagrams the kernel dropped on a full socket buffer (SO_RXQ_OVFL).
-    pub kernel_drops: u64,
 }
 
 impl AggStats {
@@ -247,17 +245,16 @@ impl AggStats {
         self.keys_over_cap += o.keys_over_cap;
         self.values_over_cap += o.values_over_cap;
         self.tags_dropped += o.tags_dropped;
-        self.kernel_drops += o.kernel_drops;
     }
 }
 
 /// One thread's metrics for one flush interval.
 #[derive(Debug, Default)]
 pub struct Aggregate {
-    pub counters: HashMap<Box<str>, f64>,
-    pub timers: HashMap<Box<str>, TimerAcc>,
-    pub gauges: HashMap<Box<str>, GaugeAcc>,
-    pub sets: HashMap<Box<str>, MemberSet>,
+    pub counters: HashMap<Box<[u8]>, f64>,
+    pub timers: HashMap<Box<[u8]>, TimerAcc>,
+    pub gauges: HashMap<Box<[u8]>, GaugeAcc>,
+    pub sets: HashMap<Box<[u8]>, MemberSet>,
     pub stats: AggStats,
 }
 
@@ -277,7 +274,7 @@ impl Aggregate {
 
     /// Empties the maps (keeping their capacity, unless it grew far beyond `keep`).
     pub fn clear(&mut self, keep: usize) {
-        fn clear_map<V>(m: &mut HashMap<Box<str>, V>, keep: usize) {
+        fn clear_map<V>(m: &mut HashMap<Box<[u8]>, V>, keep: usize) {
             if m.capacity() > keep.max(1024) * 4 {
                 *m = HashMap::new();
             } else {
@@ -402,7 +399,7 @@ impl Apply<'_> {
 }
 
 impl Sink for Apply<'_> {
-    fn metric(&mut self, key: &str, metric: Metric<'_>) {
+    fn metric(&mut self, key: &[u8], metric: Metric<'_>) {
         let stats = &mut self.agg.stats;
         match metric {
             Metric::Counter(v) => match self.agg.counters.entry_ref(key) {
@@ -568,16 +565,16 @@ mod tests {
             None,
             b"c:1|c\nc:2|c|@0.5\nt:3|ms\nt:4|ms|@0.5\ng:5|g\ng:+2|g\ns:a|s\ns:b|s\ns:a|s\nbad",
         );
-        assert_eq!(agg.counters["c"], 5.0);
+        assert_eq!(agg.counters[&b"c"[..]], 5.0);
         assert_eq!(
-            agg.timers["t"],
+            agg.timers[&b"t"[..]],
             TimerAcc {
                 values: vec![3.0, 4.0],
                 count: 3.0
             }
         );
-        assert_eq!(agg.gauges["g"].resolve(100.0), 7.0);
-        assert_eq!(agg.sets["s"].len(), 2);
+        assert_eq!(agg.gauges[&b"g"[..]].resolve(100.0), 7.0);
+        assert_eq!(agg.sets[&b"s"[..]].len(), 2);
         assert_eq!(agg.stats.metrics, 9);
         assert_eq!(agg.stats.bad_lines, 1);
         assert_eq!(agg.stats.datagrams, 1);
@@ -645,7 +642,7 @@ mod tests {
         assert_eq!(agg.stats.metrics, cap as u64);
         // Keys already held keep counting.
         ing.datagram(&mut agg, 0.0, None, b"flood.key0:1|c");
-        assert_eq!(agg.counters["flood.key0"], 2.0);
+        assert_eq!(agg.counters[&b"flood.key0"[..]], 2.0);
         // The maps did not grow past what the cap needs.
         assert!(
             agg.counters.capacity() <= 4 * cap,
@@ -664,7 +661,7 @@ mod tests {
         b.datagram(&mut ba, 0.0, None, b"x:1|c\nz:1|c");
         assert_eq!(ba.counters.len(), 1);
         assert_eq!(ba.stats.keys_over_cap, 1);
-        limits.forget(Kind::Counter, "y");
+        limits.forget(Kind::Counter, b"y");
         b.datagram(&mut ba, 0.0, None, b"z:1|c");
         assert_eq!(ba.counters.len(), 2);
     }
@@ -679,14 +676,14 @@ mod tests {
             d.extend_from_slice(format!("t:{i}|ms\n").as_bytes());
         }
         ing.datagram(&mut agg, 0.0, None, &d);
-        assert_eq!(agg.timers["t"].values.len(), 2000);
+        assert_eq!(agg.timers[&b"t"[..]].values.len(), 2000);
         assert_eq!(agg.stats.values_over_cap, 1000);
         // Set members already present cost nothing.
         limits.new_interval();
         ing.new_interval();
         let mut agg = Aggregate::new();
         ing.datagram(&mut agg, 0.0, None, b"s:a|s\ns:a|s\ns:b|s");
-        assert_eq!(agg.sets["s"].len(), 2);
+        assert_eq!(agg.sets[&b"s"[..]].len(), 2);
         assert_eq!(agg.stats.metrics, 3);
     }
 }

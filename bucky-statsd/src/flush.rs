@@ -10,7 +10,7 @@ use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 
 use crate::aggregate::{AggStats, Aggregate, GaugeAcc, Limits, MemberSet};
-use crate::parse::Kind;
+use crate::parse::{Kind, MAX_NAME};
 
 /// Where each kind of metric is named (spec §3.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,11 +197,13 @@ struct Emitter<'a> {
 }
 
 impl Emitter<'_> {
-    fn emit(&mut self, prefix: &str, key: &str, suffix: &str, value: f64) {
+    fn emit(&mut self, prefix: &str, key: &[u8], suffix: &str, value: f64) {
         if !value.is_finite() {
             self.not_finite += 1;
             return;
         }
+        // Keys are printable ASCII (the parser and the gauges loader see to it).
+        let key = std::str::from_utf8(key).unwrap_or("invalid");
         let (base, tags) = key.find(';').map_or((key, ""), |i| key.split_at(i));
         self.name.clear();
         self.name.push_str(prefix);
@@ -228,10 +230,10 @@ pub struct Flusher {
     opts: FlushOptions,
     suffixes: Vec<(f64, String)>,
     limits: Arc<Limits>,
-    counters: HashMap<Box<str>, Counter>,
-    timers: HashMap<Box<str>, Timer>,
-    gauges: HashMap<Box<str>, Gauge>,
-    sets: HashMap<Box<str>, Set>,
+    counters: HashMap<Box<[u8]>, Counter>,
+    timers: HashMap<Box<[u8]>, Timer>,
+    gauges: HashMap<Box<[u8]>, Gauge>,
+    sets: HashMap<Box<[u8]>, Set>,
     stats: AggStats,
     over_cap_in_interval: u64,
     totals: FlushTotals,
@@ -367,17 +369,20 @@ impl Flusher {
     pub fn load_gauges(&mut self, gauges: impl IntoIterator<Item = (String, f64)>) -> usize {
         let mut n = 0;
         for (k, v) in gauges {
-            if !v.is_finite() || k.is_empty() {
+            // Whatever the file says, a name must fit in a sample line.
+            let printable = k.bytes().all(|b| (0x21..=0x7e).contains(&b));
+            if !v.is_finite() || k.is_empty() || !printable || k.len() > MAX_NAME {
                 continue;
             }
-            if !self.gauges.contains_key(k.as_str()) {
+            let k = k.into_bytes().into_boxed_slice();
+            if !self.gauges.contains_key(&k) {
                 if self.limits.held() >= self.limits.max_keys() {
                     break;
                 }
                 self.limits.ensure(Kind::Gauge, &k);
             }
             self.gauges.insert(
-                k.into_boxed_str(),
+                k,
                 Gauge {
                     value: v,
                     pending: None,
@@ -393,9 +398,10 @@ impl Flusher {
     pub fn gauge_values(&self) -> Vec<(&str, f64)> {
         self.gauges
             .iter()
-            .map(|(k, g)| {
+            .filter_map(|(k, g)| {
                 let v = g.pending.map_or(g.value, |p| p.resolve(g.value));
-                (&**k, if v.is_finite() { v } else { g.value })
+                let k = std::str::from_utf8(k).ok()?;
+                Some((k, if v.is_finite() { v } else { g.value }))
             })
             .collect()
     }
@@ -480,7 +486,7 @@ impl Flusher {
             s.seen = false;
             report.num_stats += 1;
         }
-        em.emit(&names.global, "numStats", "", report.num_stats as f64);
+        em.emit(&names.global, b"numStats", "", report.num_stats as f64);
 
         report.samples = em.samples;
         self.totals.flushes += 1;
@@ -543,7 +549,7 @@ fn emit_timer(
     em: &mut Emitter<'_>,
     opts: &FlushOptions,
     suffixes: &[(f64, String)],
-    key: &str,
+    key: &[u8],
     t: &mut Timer,
     flush_time: f64,
 ) {

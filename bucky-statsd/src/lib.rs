@@ -465,6 +465,7 @@ fn write_lines<W: Write>(w: &mut LineWriter<W>, buf: &[u8]) -> io::Result<()> {
 #[derive(Debug, Default)]
 struct SideCounters {
     tcp: Arc<TcpCounters>,
+    kernel_drops: Counter,
     captured: Counter,
     capture_errors: Counter,
 }
@@ -477,7 +478,7 @@ fn counters(flusher: &Flusher, limits: &Limits, side: &SideCounters) -> Vec<(&'s
         ("datagrams", s.datagrams),
         ("metrics", s.metrics),
         ("bad_lines_seen", s.bad_lines),
-        ("kernel_drops", s.kernel_drops),
+        ("kernel_drops", side.kernel_drops.get()),
         ("keys_over_cap", s.keys_over_cap),
         ("values_over_cap", s.values_over_cap),
         ("keys_evicted", t.keys_evicted),
@@ -492,6 +493,19 @@ fn counters(flusher: &Flusher, limits: &Limits, side: &SideCounters) -> Vec<(&'s
         ("captured", side.captured.get()),
         ("capture_errors", side.capture_errors.get()),
     ]
+}
+
+/// Takes in the datagrams the kernel dropped since the last look, and says so.
+fn count_drops(drops: &mut udp::SocketDrops, side: &SideCounters) {
+    let n = drops.new_drops();
+    if n > 0 {
+        side.kernel_drops.add(n);
+        log::warn!(
+            "the kernel dropped {n} datagrams on full socket buffers ({} so far): raise \
+             --recv-buffer, or --threads if senders are many",
+            side.kernel_drops.get()
+        );
+    }
 }
 
 /// Where flushes go: whole lines to stdout, with the self-metrics now and then.
@@ -663,6 +677,17 @@ pub fn run<W: Write>(settings: &Settings, shutdown: Shutdown, out: W) -> anyhow:
         );
     }
 
+    let mut drops = bound.drops();
+    if drops.total().is_none() {
+        log::warn!("cannot read /proc/net/udp: kernel drops will not be counted");
+    }
+    // The sockets stay open (and in /proc/net/udp) until their last drops are counted, after
+    // the threads that receive on them have stopped.
+    let keep_open: Vec<std::net::UdpSocket> = bound
+        .sockets
+        .iter()
+        .filter_map(|s| s.try_clone().ok())
+        .collect();
     let workers = bound.sockets.len() + usize::from(tcp_listener.is_some());
     let (mut hub, exchanges) = Hub::new(workers, settings.flush.flush_time);
     let mut handles: Vec<JoinHandle<()>> = Vec::with_capacity(workers);
@@ -727,6 +752,7 @@ pub fn run<W: Write>(settings: &Settings, shutdown: Shutdown, out: W) -> anyhow:
                 );
             }
         }
+        count_drops(&mut drops, &side);
         if let Some(c) = &capture {
             c.flush(&side);
         }
@@ -753,6 +779,8 @@ pub fn run<W: Write>(settings: &Settings, shutdown: Shutdown, out: W) -> anyhow:
             workers - hub.finished()
         );
     }
+    count_drops(&mut drops, &side);
+    drop(keep_open);
     if outcome != Outcome::BrokenPipe {
         // The final flush belongs to the interval that was running: stamping it with that
         // interval's time keeps it from overwriting the previous flush's Graphite slot.

@@ -88,8 +88,9 @@ pub enum BadLine {
 
 /// Receives what the parser finds.
 pub trait Sink {
-    /// One valid sample for `key` (sanitised, with its Graphite tags).
-    fn metric(&mut self, key: &str, metric: Metric<'_>);
+    /// One valid sample for `key` (sanitised, with its Graphite tags: always printable
+    /// ASCII, so valid UTF-8).
+    fn metric(&mut self, key: &[u8], metric: Metric<'_>);
     /// A refused line or sample; `line` is the whole line it came from.
     fn bad_line(&mut self, line: &[u8], error: BadLine);
     /// A line carried tags but tag output is off: they were dropped.
@@ -221,8 +222,8 @@ struct Tag {
 #[derive(Debug, Clone)]
 pub struct Parser {
     tags: bool,
-    key: String,
-    tag_text: String,
+    key: Vec<u8>,
+    tag_text: Vec<u8>,
     tag_list: Vec<Tag>,
 }
 
@@ -231,8 +232,8 @@ impl Parser {
     pub fn new(tags: bool) -> Parser {
         Parser {
             tags,
-            key: String::with_capacity(256),
-            tag_text: String::with_capacity(256),
+            key: Vec::with_capacity(256),
+            tag_text: Vec::with_capacity(256),
             tag_list: Vec::with_capacity(8),
         }
     }
@@ -276,11 +277,8 @@ impl Parser {
             }
             t => t.filter(|t| !t.is_empty()),
         };
-        let key: &str = match tags {
-            None if raw_key.iter().all(|&b| KEY_CLASS[usize::from(b)] == KEEP) => {
-                // Only ASCII bytes here, so this cannot fail.
-                std::str::from_utf8(raw_key).unwrap_or_default()
-            }
+        let key: &[u8] = match tags {
+            None if raw_key.iter().all(|&b| KEY_CLASS[usize::from(b)] == KEEP) => raw_key,
             _ => {
                 self.key.clear();
                 sanitize_key(raw_key, &mut self.key);
@@ -353,11 +351,11 @@ impl Parser {
             {
                 continue;
             }
-            self.key.push(';');
-            self.key.push_str(name);
+            self.key.push(b';');
+            self.key.extend_from_slice(name);
             if let Some(v) = &tag.value {
-                self.key.push('=');
-                self.key.push_str(&text[v.clone()]);
+                self.key.push(b'=');
+                self.key.extend_from_slice(&text[v.clone()]);
             }
         }
     }
@@ -380,19 +378,19 @@ fn split_tags(line: &[u8]) -> (&[u8], Option<&[u8]>) {
 }
 
 /// The original's key rules: whitespace runs to `_`, `/` to `-`, keep `[A-Za-z0-9_.-]`.
-pub fn sanitize_key(raw: &[u8], out: &mut String) {
+pub fn sanitize_key(raw: &[u8], out: &mut Vec<u8>) {
     let mut in_space = false;
     for &b in raw {
         match KEY_CLASS[usize::from(b)] {
             SPACE => {
                 if !in_space {
-                    out.push('_');
+                    out.push(b'_');
                 }
                 in_space = true;
                 continue;
             }
-            KEEP => out.push(char::from(b)),
-            SLASH => out.push('-'),
+            KEEP => out.push(b),
+            SLASH => out.push(b'-'),
             _ => {}
         }
         in_space = false;
@@ -401,13 +399,13 @@ pub fn sanitize_key(raw: &[u8], out: &mut String) {
 
 /// Carbon's tag character rules: printable ASCII; whitespace runs become `_`; `;` is never
 /// allowed, and names also refuse `!`, `^` and `=`; a value may not start with `~`.
-fn push_tag_part(raw: &[u8], out: &mut String, is_value: bool) {
+fn push_tag_part(raw: &[u8], out: &mut Vec<u8>, is_value: bool) {
     let start = out.len();
     let mut in_space = false;
     for &b in raw {
         if is_space(b) {
             if !in_space {
-                out.push('_');
+                out.push(b'_');
             }
             in_space = true;
             continue;
@@ -418,7 +416,7 @@ fn push_tag_part(raw: &[u8], out: &mut String, is_value: bool) {
             || (!is_value && matches!(b, b'!' | b'^' | b'='));
         let leading_tilde = is_value && b == b'~' && out.len() == start;
         if !(refused || leading_tilde) {
-            out.push(char::from(b));
+            out.push(b);
         }
     }
 }
@@ -485,7 +483,8 @@ mod tests {
     }
 
     impl Sink for Seen {
-        fn metric(&mut self, key: &str, m: Metric<'_>) {
+        fn metric(&mut self, key: &[u8], m: Metric<'_>) {
+            let key = std::str::from_utf8(key).unwrap();
             self.events.push(match m {
                 Metric::Counter(v) => format!("c {key} {v:?}"),
                 Metric::Timer { value, weight } => format!("ms {key} {value:?} w{weight:?}"),

@@ -325,10 +325,10 @@ mod tests {
     #[test]
     fn lines_across_reads() {
         let (agg, long) = feed(&[b"a:1|c\nb:", b"2|c\nc:3", b"|c\n", b"d:4|c"], 100);
-        assert_eq!(agg.counters["a"], 1.0);
-        assert_eq!(agg.counters["b"], 2.0);
-        assert_eq!(agg.counters["c"], 3.0);
-        assert_eq!(agg.counters["d"], 4.0);
+        assert_eq!(agg.counters[&b"a"[..]], 1.0);
+        assert_eq!(agg.counters[&b"b"[..]], 2.0);
+        assert_eq!(agg.counters[&b"c"[..]], 3.0);
+        assert_eq!(agg.counters[&b"d"[..]], 4.0);
         assert_eq!(long, 0);
     }
 

@@ -1,6 +1,14 @@
 //! UDP receiving: sockets sharing one port with SO_REUSEPORT (one per thread), a large receive
-//! buffer, kernel drop counts (SO_RXQ_OVFL), and a batched receive loop (recvmmsg, 64
-//! datagrams per call) that feeds one thread's [`Aggregate`].
+//! buffer, kernel drop counts, and a batched receive loop (recvmmsg, 64 datagrams per call)
+//! that feeds one thread's [`Aggregate`].
+//!
+//! Kernel drops: the count SO_RXQ_OVFL would attach to each datagram is the socket's
+//! `sk_drops`, which /proc/net/udp also shows per socket. nix 0.29's recvmmsg does not reset
+//! `msg_controllen` between calls, so control messages only come with the first call; the
+//! flusher therefore reads the same counter from /proc at every flush ([`SocketDrops`]),
+//! which also sees drops that no later datagram would have reported.
+//!
+//! [`Aggregate`]: crate::aggregate::Aggregate
 
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -11,8 +19,8 @@ use bucky_proto::log::{suppressed_note, RateLimit};
 use bucky_proto::stats::unix_now;
 use nix::errno::Errno;
 use nix::sys::socket::{
-    bind, getsockopt, recvmmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned,
-    MsgFlags, MultiHeaders, SockFlag, SockType, SockaddrStorage,
+    bind, getsockopt, recvmmsg, setsockopt, socket, sockopt, AddressFamily, MsgFlags, MultiHeaders,
+    SockFlag, SockType, SockaddrStorage,
 };
 use nix::sys::time::TimeVal;
 use std::io::IoSliceMut;
@@ -40,6 +48,67 @@ pub struct Bound {
     pub granted: usize,
     /// Whether SO_RCVBUFFORCE (root) was used.
     pub forced: bool,
+}
+
+impl Bound {
+    /// The drop counter of these sockets.
+    pub fn drops(&self) -> SocketDrops {
+        SocketDrops::new(&self.sockets)
+    }
+}
+
+/// The kernel's drop counters of some UDP sockets (the `drops` column of /proc/net/udp and
+/// /proc/net/udp6, found by socket inode): datagrams dropped because the receive buffer was
+/// full, since each socket was created.
+#[derive(Debug, Clone)]
+pub struct SocketDrops {
+    inodes: Vec<u64>,
+    last: u64,
+}
+
+impl SocketDrops {
+    pub fn new(sockets: &[UdpSocket]) -> SocketDrops {
+        let inodes = sockets
+            .iter()
+            .filter_map(|s| nix::sys::stat::fstat(s.as_raw_fd()).ok())
+            .map(|st| st.st_ino)
+            .collect();
+        SocketDrops { inodes, last: 0 }
+    }
+
+    /// The drops of all the sockets so far; `None` if /proc cannot be read.
+    pub fn total(&self) -> Option<u64> {
+        let mut total = 0;
+        let mut found = false;
+        for file in ["/proc/net/udp", "/proc/net/udp6"] {
+            let Ok(text) = std::fs::read_to_string(file) else {
+                continue;
+            };
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let (Some(inode), Some(drops)) = (f.get(9), f.get(12)) else {
+                    continue;
+                };
+                if inode.parse().is_ok_and(|i: u64| self.inodes.contains(&i)) {
+                    total += drops.parse::<u64>().unwrap_or(0);
+                    found = true;
+                }
+            }
+        }
+        found.then_some(total)
+    }
+
+    /// Drops since the last call.
+    pub fn new_drops(&mut self) -> u64 {
+        match self.total() {
+            Some(t) => {
+                let n = t.saturating_sub(self.last);
+                self.last = self.last.max(t);
+                n
+            }
+            None => 0,
+        }
+    }
 }
 
 /// Binds `count` sockets on `addr` (SO_REUSEPORT when more than one), each with an `rcvbuf`
@@ -85,7 +154,6 @@ fn bind_one(
     if reuseport {
         setsockopt(&fd, sockopt::ReusePort, &true)?;
     }
-    setsockopt(&fd, sockopt::RxqOvfl, &1)?;
     // As root, SO_RCVBUFFORCE goes past net.core.rmem_max; otherwise the kernel caps the ask.
     let forced = rcvbuf > 0 && setsockopt(&fd, sockopt::RcvBufForce, &rcvbuf).is_ok();
     if rcvbuf > 0 && !forced {
@@ -170,12 +238,9 @@ pub fn worker(
 ) {
     let fd = sock.as_raw_fd();
     let mut bufs = vec![0u8; BATCH * SLOT];
-    let mut headers: MultiHeaders<SockaddrStorage> =
-        MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u32)));
+    let mut headers: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
     let mut agg = exchange.fresh();
-    let mut last_drops: u32 = 0;
     let mut err_log = RateLimit::new(1, Duration::from_secs(10));
-    let mut drop_log = RateLimit::new(1, Duration::from_secs(10));
     let mut drain_until: Option<Instant> = None;
     loop {
         let stopping = exchange.stopping();
@@ -200,26 +265,6 @@ pub fn worker(
                 let now = unix_now();
                 exchange.maybe_hand_over(now, &mut agg, &mut ingest);
                 for msg in msgs {
-                    if let Ok(cmsgs) = msg.cmsgs() {
-                        for c in cmsgs {
-                            if let ControlMessageOwned::RxqOvfl(total) = c {
-                                // The socket's drop count since it was created.
-                                let new = total.wrapping_sub(last_drops);
-                                if new > 0 && new < u32::MAX / 2 {
-                                    agg.stats.kernel_drops += u64::from(new);
-                                    last_drops = total;
-                                    if let Some(n) = drop_log.allow() {
-                                        log::warn!(
-                                            "the kernel dropped {new} datagrams on a full socket \
-                                             buffer ({total} on this socket so far): raise \
-                                             --recv-buffer or --threads{}",
-                                            suppressed_note(n)
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                    }
                     let source = msg.address.as_ref().and_then(std_addr);
                     let data = msg.iovs().next().unwrap_or_default();
                     let data = &data[..msg.bytes.min(data.len())];
