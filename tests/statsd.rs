@@ -519,3 +519,55 @@ fn kernel_drops_are_counted() {
     assert_eq!(l["bucky.statsd.datagrams"], received);
     assert!(st.stderr().contains("the kernel dropped"));
 }
+
+/// TCP is bounded: connections over the limit are closed at once, overlong lines skipped;
+/// the rest is counted.
+#[test]
+fn tcp_limits() {
+    use std::io::Read;
+    let port = free_udp_port();
+    let tcp_port = free_port();
+    let mut st = start_statsd(
+        port,
+        &[
+            "--tcp",
+            "--tcp-port",
+            &tcp_port.to_string(),
+            "--tcp-max-connections",
+            "2",
+        ],
+    );
+    wait_until(START, "the TCP listener", || {
+        st.stderr().contains("receiving StatsD on TCP")
+    });
+    let mut c1 = TcpStream::connect(("127.0.0.1", tcp_port)).unwrap();
+    let mut c2 = TcpStream::connect(("127.0.0.1", tcp_port)).unwrap();
+    let mut c3 = TcpStream::connect(("127.0.0.1", tcp_port)).unwrap();
+    c3.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    wait_until(START, "the third connection to be closed", || {
+        match c3.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => {
+                e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut
+            }
+        }
+    });
+    c1.write_all(b"tcp.one:1|c\n").unwrap();
+    let mut long = vec![b'x'; 70_000];
+    long.extend_from_slice(b":1|c\ntcp.two:2|c\n");
+    c2.write_all(&long).unwrap();
+    c1.write_all(b"tcp.one:1|c").unwrap(); // no newline: still taken at SIGTERM
+    stop(&mut st);
+    let out = st.stdout();
+    let s = sums(&out);
+    let l = last(&out);
+    assert_eq!(s["stats_counts.tcp.one"], 2.0, "{out}");
+    assert_eq!(s["stats_counts.tcp.two"], 2.0);
+    assert_eq!(l["bucky.statsd.tcp_refused"], 1.0);
+    assert_eq!(l["bucky.statsd.tcp_connections"], 2.0);
+    assert_eq!(l["bucky.statsd.tcp_lines_too_long"], 1.0);
+}

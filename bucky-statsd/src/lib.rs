@@ -932,3 +932,106 @@ pub fn main_with(args: Args) -> anyhow::Result<u8> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(argv: &[&str], config: &str) -> anyhow::Result<Settings> {
+        let mut full = vec!["bucky-statsd"];
+        full.extend_from_slice(argv);
+        let args = Args::try_parse_from(full)?;
+        let cfg = Config::parse_python(config, "test.conf")?;
+        Settings::resolve(&args, &cfg)
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&[], "").unwrap();
+        assert_eq!(s.udp, "127.0.0.1:8125".parse().unwrap());
+        assert_eq!(s.tcp, None);
+        assert_eq!(s.flush, FlushOptions::default());
+        assert_eq!(s.recv_buffer, 8 << 20);
+        assert_eq!(s.max_keys, 1_000_000);
+        assert!(s.tags);
+        assert!(s.threads >= 1);
+        assert_eq!(s.gauges_file, None);
+        assert_eq!(s.self_metrics.interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_original_config_keys() {
+        let cfg = r#"
+statsd_ip = "127.0.0.1"
+statsd_port = 9125
+statsd_flush_time = 5
+statsd_legacy_namespace = False
+statsd_global_prefix = None
+statsd_prefix_counter = "c"
+statsd_prefix_set = ""
+statsd_percentile_thresholds = [90, 99.9]
+statsd_timer_std = False
+statsd_delete_idlestats = True
+statsd_delete_counters = False
+statsd_persistent_gauges = True
+directory = "/tmp/bucky-x"
+statsd_gauges_savefile = "g.json"
+statsd_threads = 3
+statsd_tags_enabled = False
+statsd_tcp_enabled = True
+"#;
+        let s = settings(&[], cfg).unwrap();
+        assert_eq!(s.udp.port(), 9125);
+        assert_eq!(s.tcp.map(|a| a.port()), Some(9125));
+        assert_eq!(s.flush.flush_time, 5.0);
+        assert_eq!(
+            s.flush.names,
+            Names::prefixed(None, Some("c"), Some("timers"), Some("gauges"), Some(""))
+        );
+        assert_eq!(s.flush.names.counter, "c.");
+        assert_eq!(s.flush.names.global, "");
+        assert_eq!(s.flush.names.set, "");
+        assert_eq!(s.flush.thresholds, [90.0, 99.9]);
+        assert!(!s.flush.timer.std && s.flush.timer.mean);
+        assert!(!s.flush.delete_counters && s.flush.delete_timers && s.flush.delete_sets);
+        assert!(s.flush.only_changed_gauges);
+        assert_eq!(s.gauges_file, Some(PathBuf::from("/tmp/bucky-x/g.json")));
+        assert_eq!(s.threads, 3);
+        assert!(!s.tags);
+
+        // Flags beat the file.
+        let s = settings(
+            &[
+                "--statsd-port",
+                "7000",
+                "--legacy-namespace",
+                "--delete-idlestats=false",
+                "--tcp=false",
+                "--percentile-thresholds",
+                "50,95",
+            ],
+            cfg,
+        )
+        .unwrap();
+        assert_eq!(s.udp.port(), 7000);
+        assert_eq!(s.tcp, None);
+        assert_eq!(s.flush.names, Names::legacy());
+        assert!(!s.flush.delete_timers && !s.flush.only_changed_gauges);
+        assert_eq!(s.flush.thresholds, [50.0, 95.0]);
+    }
+
+    #[test]
+    fn refusals_name_the_key() {
+        let e = settings(&[], "statsd_percentile_thresholds = [0]").unwrap_err();
+        assert!(
+            e.to_string().contains("statsd_percentile_thresholds"),
+            "{e}"
+        );
+        let e = settings(&["--flush-time", "0"], "").unwrap_err();
+        assert!(e.to_string().contains("statsd_flush_time"), "{e}");
+        let e = settings(&[], "statsd_port = 'x'").unwrap_err();
+        assert!(e.to_string().contains("statsd_port"), "{e}");
+        let e = settings(&["--replay", "a", "--capture", "b"], "").unwrap_err();
+        assert!(e.to_string().contains("--capture"), "{e}");
+    }
+}
