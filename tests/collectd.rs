@@ -594,3 +594,62 @@ fn pipeline_into_carbon() {
     assert!(bucky.wait_timeout(EXIT).is_some_and(|s| s.success()));
     writer.wait_success(EXIT);
 }
+
+/// Garbage of every size to the live receiver, then real packets: it keeps running, counts
+/// what it refused, and decodes the real packets (the plain fixture, sent twice).
+#[test]
+fn garbage_never_stops_the_receiver() {
+    let port = free_udp_port();
+    let mut bucky = start_bucky(port, &[]);
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut x = 0x9e3779b97f4a7c15u64;
+    let mut garbage = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let mut sent = 0u64;
+    for n in [0usize, 1, 3, 4, 5, 36, 40, 100, 1452, 9000, 65507] {
+        for _ in 0..5 {
+            tx.send_to(&garbage(n), ("127.0.0.1", port)).unwrap();
+            sent += 1;
+        }
+    }
+    // Headers that lie about their lengths.
+    for d in [
+        &[0x00, 0x06, 0x00, 0x00][..],
+        &[0x00, 0x00, 0xff, 0xff, 0x00],
+        &[0x02, 0x00, 0x00, 0x05, 0x00],
+        &[0x02, 0x10, 0x00, 0x04],
+    ] {
+        tx.send_to(d, ("127.0.0.1", port)).unwrap();
+        sent += 1;
+    }
+    let fixture =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/collectd512-plain.bin"))
+            .unwrap();
+    for _ in 0..2 {
+        let mut rest = &fixture[..];
+        while !rest.is_empty() {
+            let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+            tx.send_to(&rest[4..4 + len], ("127.0.0.1", port)).unwrap();
+            sent += 1;
+            rest = &rest[4 + len..];
+        }
+    }
+    wait_until(ARRIVE, "every datagram to be counted", || {
+        counter(&bucky.stdout(), "datagrams") == sent
+    });
+    let out = bucky.stdout();
+    assert!(bucky.is_running());
+    assert!(out.contains("fixture.derive.d1 "), "{out}");
+    assert!(out.contains(" bench\n"));
+    assert!(counter(&out, "error_truncated") + counter(&out, "refused_truncated") > 0);
+    bucky.terminate();
+    bucky.wait_success(EXIT);
+}

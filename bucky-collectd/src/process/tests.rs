@@ -267,3 +267,77 @@ fn idle_series_are_forgotten() {
     );
     let _ = part::HOST;
 }
+
+/// Issue 4, point 5: nothing a datagram holds stops, hangs or grows the receiver.
+#[test]
+fn no_datagram_can_stop_it() {
+    let mut users = Users::new();
+    users.insert("alice", "123");
+    for level in [
+        crate::security::Level::None,
+        crate::security::Level::Sign,
+        crate::security::Level::Encrypt,
+    ] {
+        let mut p = processor(Options {
+            security: Security::new(level, users.clone()),
+            max_series: 100,
+            ..Options::default()
+        });
+        let mut x = 0x2545f4914f6cdd1du64;
+        let mut garbage = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        let good = packet(T0 * S, |b| {
+            b.plugin("x").type_("gauge").values(&[RawValue::Gauge(1.0)]);
+        });
+        // A signature part nested inside an encrypted payload, and an encryption part
+        // inside a signed one: ignored, the rest decodes.
+        let mut nested = sign(&good, "alice", "123");
+        nested.extend_from_slice(&good);
+        let inner = encrypt(&nested, "alice", "123", [3; 16]);
+        let mut signed_inner = PacketBuilder::new();
+        signed_inner.raw_part(part::ENCRYPTION, &[0; 60]);
+        let mut signed_inner = signed_inner.build();
+        signed_inner.extend_from_slice(&good);
+        let signed_inner = sign(&signed_inner, "alice", "123");
+        let mut datagrams: Vec<Vec<u8>> = vec![
+            garbage(65507),
+            garbage(65535),
+            vec![],
+            vec![0],
+            vec![0x02, 0x00, 0xff, 0xff],
+            vec![0x02, 0x10, 0x00, 0x04],
+            vec![0x00, 0x06, 0x00, 0x04],
+            [0x00, 0x00, 0x00, 0x04].repeat(16000),
+        ];
+        for n in [4, 7, 100, 1452, 9000] {
+            let mut g = garbage(n);
+            datagrams.push(g.clone());
+            g[..4].copy_from_slice(&[0x02, 0x10, (n >> 8) as u8, n as u8]);
+            datagrams.push(g.clone());
+            g[..4].copy_from_slice(&[0x02, 0x00, 0x00, 40]);
+            datagrams.push(g);
+        }
+        for (i, d) in datagrams.iter().enumerate() {
+            let mut out = Vec::new();
+            p.handle(d, src(), i as f64, &mut out);
+            assert!(out.len() < 1 << 20);
+        }
+        // Still working afterwards, with nested security parts ignored.
+        assert_eq!(lines(&mut p, &inner, 100.0).len(), 2, "{level:?}");
+        if level < crate::security::Level::Encrypt {
+            assert_eq!(lines(&mut p, &signed_inner, 100.0).len(), 1, "{level:?}");
+        }
+        if level == crate::security::Level::None {
+            assert_eq!(lines(&mut p, &good, 100.0).len(), 1);
+        }
+        assert!(p.counters().datagrams >= datagrams.len() as u64);
+    }
+}
