@@ -17,7 +17,7 @@ pub mod security;
 pub mod types_db;
 
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -54,9 +54,9 @@ pub struct Args {
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Address to listen on (collectd_ip) [default: 127.0.0.1]
+    /// Address to listen on; a name is resolved (collectd_ip) [default: 127.0.0.1]
     #[arg(long, value_name = "IP")]
-    pub collectd_ip: Option<IpAddr>,
+    pub collectd_ip: Option<String>,
 
     /// UDP port to listen on (collectd_port) [default: 25826]
     #[arg(long, value_name = "PORT")]
@@ -198,14 +198,21 @@ fn seconds(key: &str, v: f64) -> anyhow::Result<Duration> {
 impl Settings {
     /// Flags beat the config file, which beats the defaults.
     pub fn resolve(args: &Args, cfg: &Config) -> anyhow::Result<Settings> {
-        let ip: String = match args.collectd_ip {
-            Some(ip) => ip.to_string(),
-            None => cfg.get_or("collectd_ip", "127.0.0.1".to_string())?,
-        };
-        let ip: IpAddr = ip
-            .parse()
-            .with_context(|| format!("collectd_ip: {ip:?} is not an IP address"))?;
+        let host = pick(
+            args.collectd_ip.clone(),
+            cfg,
+            "collectd_ip",
+            "127.0.0.1".to_string(),
+        )?;
         let port = pick(args.collectd_port, cfg, "collectd_port", 25826)?;
+        let addr = match host.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, port),
+            Err(_) => (host.as_str(), port)
+                .to_socket_addrs()
+                .with_context(|| format!("collectd_ip: cannot resolve {host:?}"))?
+                .next()
+                .with_context(|| format!("collectd_ip: {host:?} has no address"))?,
+        };
         let mut types: Vec<PathBuf> = cfg.get_or("collectd_types", Vec::new())?;
         types.extend(args.collectd_types.iter().cloned());
         let level = match &args.security_level {
@@ -243,7 +250,7 @@ impl Settings {
             Some(other) => bail!("--replay-pace {other:?}: use fast or recorded"),
         };
         let input = if args.replay.is_empty() {
-            Input::Socket(SocketAddr::new(ip, port))
+            Input::Socket(addr)
         } else {
             Input::Replay {
                 files: args.replay.clone(),
@@ -791,7 +798,9 @@ mod tests {
         let e = resolve(&["--replay-pace", "slow"], "").unwrap_err();
         assert!(format!("{e:#}").contains("use fast or recorded"));
         assert!(resolve(&[], "collectd_rate_expiry = -1\n").is_err());
-        assert!(resolve(&[], "collectd_ip = 'not an ip'\n").is_err());
+        assert!(resolve(&[], "collectd_ip = 'no-such-host.invalid'\n").is_err());
+        let s = resolve(&["--collectd-ip", "localhost"], "").unwrap();
+        assert!(matches!(s.input, Input::Socket(a) if a.ip().is_loopback() && a.port() == 25826));
         // Security without users cannot work.
         let s = resolve(&["--security-level", "1"], "").unwrap();
         let e = setup(&s).unwrap_err().to_string();

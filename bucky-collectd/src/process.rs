@@ -297,9 +297,8 @@ impl<'a> Sink<'a> for Emit<'_> {
         let time = vl.time.unwrap_or(self.arrival_cdtime);
         let timestamp = cdtime_to_seconds(time);
         let host = sanitize(vl.host);
-        let converter = self.converters.get(vl.plugin).map(|(c, _)| c);
-        // A Lua converter sees values and times, so its names are not remembered.
-        let cacheable = converter.map_or(true, Converter::is_pure);
+        // Looked up only when a name is not remembered yet.
+        let mut converter: Option<Option<&Converter>> = None;
         // The end of every line of this value list: " TIMESTAMP[ HOST]\n".
         self.tail.clear();
         self.tail.push(b' ');
@@ -339,7 +338,12 @@ impl<'a> Sink<'a> for Emit<'_> {
                         value: value.as_f64(),
                         time: timestamp,
                     };
-                    let named = self.converters.name_with(converter, &fields, self.name);
+                    let converters = self.converters;
+                    let conv =
+                        *converter.get_or_insert_with(|| converters.get(vl.plugin).map(|(c, _)| c));
+                    // A Lua converter sees values and times, so its names are not remembered.
+                    let cacheable = conv.map_or(true, Converter::is_pure);
+                    let named = converters.name_with(conv, &fields, self.name);
                     if let Ok(Named::Name) = named {
                         if let Cow::Owned(clean) = sanitize(self.name) {
                             *self.name = clean;
