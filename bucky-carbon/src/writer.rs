@@ -226,6 +226,7 @@ impl<'a> Writer<'a> {
         };
         let mut attempt: u32 = 0;
         let mut retry_at = Instant::now();
+        let mut last_attempt = false;
         loop {
             self.maybe_sync(false);
             if self.control.deadline_passed() {
@@ -269,6 +270,13 @@ impl<'a> Writer<'a> {
                 if self.conn.is_none() {
                     self.spool_queue();
                     if self.queue.is_closed() && self.queue.is_empty() {
+                        // One last attempt right away (the destination may be back already),
+                        // then leave the rest to the next start.
+                        if !last_attempt {
+                            last_attempt = true;
+                            retry_at = Instant::now();
+                            continue;
+                        }
                         let waiting = self.lock_spool().map_or(0, |s| s.samples());
                         log::warn!(
                             "input ended while {} is down: {waiting} samples wait in the spool \

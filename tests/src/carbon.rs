@@ -64,6 +64,7 @@ pub struct CarbonCache {
     query_port: u16,
     child: Option<ChildGuard>,
     starts: u32,
+    retentions: String,
 }
 
 impl CarbonCache {
@@ -71,6 +72,13 @@ impl CarbonCache {
     /// ports are reserved, nothing listens on them yet. Start it with
     /// [`start_again`](Self::start_again).
     pub fn new() -> CarbonCache {
+        CarbonCache::with_retentions("1s:1d")
+    }
+
+    /// Like [`new`](Self::new) with another whisper retention (storage-schemas.conf
+    /// `retentions`), e.g. `60s:30m` for tests that create many series: a `1s:1d` file is
+    /// 1 MB.
+    pub fn with_retentions(retentions: &str) -> CarbonCache {
         let dir = temp_dir("carbon");
         let root = dir.path().to_path_buf();
         let carbon = CarbonCache {
@@ -81,6 +89,7 @@ impl CarbonCache {
             query_port: free_port(),
             child: None,
             starts: 0,
+            retentions: retentions.to_string(),
         };
         carbon.write_config();
         carbon
@@ -131,7 +140,7 @@ impl CarbonCache {
         std::fs::write(self.root.join("carbon.conf"), conf).expect("write carbon.conf");
         std::fs::write(
             self.root.join("storage-schemas.conf"),
-            "[all]\npattern = .*\nretentions = 1s:1d\n",
+            format!("[all]\npattern = .*\nretentions = {}\n", self.retentions),
         )
         .expect("write storage-schemas.conf");
         std::fs::write(
