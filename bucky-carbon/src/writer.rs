@@ -724,6 +724,75 @@ fn peer_closed(conn: &TcpStream) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bucky_proto::shutdown::Shutdown;
+    use std::net::TcpListener;
+
+    /// A spool of `records` batches of 100 lines replayed into a loopback listener at
+    /// `rate`: returns the lines received and how long the replay took.
+    fn replay(records: usize, rate: f64) -> (usize, Duration, u64) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sink = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut all = Vec::new();
+            conn.read_to_end(&mut all).unwrap();
+            all.iter().filter(|&&c| c == b'\n').count()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Mutex::new(Spool::open(dir.path(), 0, 1 << 30).unwrap());
+        for r in 0..records {
+            let mut bytes = Vec::new();
+            for i in 0..100 {
+                bytes.extend_from_slice(format!("r{r}.s{i} {i} 1700000000\n").as_bytes());
+            }
+            spool
+                .lock()
+                .unwrap()
+                .append(
+                    &Batch {
+                        bytes,
+                        samples: 100,
+                    },
+                    false,
+                )
+                .unwrap();
+        }
+        let queue = Queue::new(1000);
+        queue.close();
+        let counters = DestCounters::default();
+        let control = Control::new(Shutdown::new(), Duration::from_secs(10));
+        let target = Target::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let started = Instant::now();
+        let mut w = Writer::new(
+            target,
+            Backoff::default(),
+            1 << 20,
+            &queue,
+            &counters,
+            &control,
+        )
+        .with_spool(&spool, rate);
+        assert!(w.run().is_ok());
+        let took = started.elapsed();
+        let lines = sink.join().unwrap();
+        assert!(spool.lock().unwrap().is_empty());
+        (lines, took, counters.replayed.get())
+    }
+
+    #[test]
+    fn spool_replay_is_paced() {
+        // 2000 samples at 10000/s: 200 ms, less a burst of at most 100 ms.
+        let (lines, took, replayed) = replay(20, 10_000.0);
+        assert_eq!((lines, replayed), (2000, 2000));
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        // Unpaced, the same is a matter of milliseconds (bounded loosely: busy CI).
+        let (lines, took, _) = replay(20, 0.0);
+        assert_eq!(lines, 2000);
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
 
     #[test]
     fn backoff_matches_the_original() {
