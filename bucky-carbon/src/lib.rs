@@ -467,6 +467,7 @@ pub struct DestSnapshot {
     pub resent: u64,
     pub spooled: u64,
     pub replayed: u64,
+    pub spool_dropped: u64,
     pub spool_samples: u64,
     pub spool_bytes: u64,
     pub spool_corrupt: u64,
@@ -483,6 +484,7 @@ impl DestSnapshot {
         self.resent += o.resent;
         self.spooled += o.spooled;
         self.replayed += o.replayed;
+        self.spool_dropped += o.spool_dropped;
         self.spool_samples += o.spool_samples;
         self.spool_bytes += o.spool_bytes;
         self.spool_corrupt += o.spool_corrupt;
@@ -503,6 +505,7 @@ impl DestSnapshot {
             v.extend([
                 ("spooled", self.spooled),
                 ("replayed", self.replayed),
+                ("spool_dropped", self.spool_dropped),
                 ("spool_samples", self.spool_samples),
                 ("spool_bytes", self.spool_bytes),
                 ("spool_corrupt", self.spool_corrupt),
@@ -549,6 +552,7 @@ impl Dest {
             let sp = lock(sp);
             let st = sp.stats();
             s.dropped += st.dropped;
+            s.spool_dropped = st.dropped;
             s.spooled = st.spooled;
             s.spool_samples = sp.samples();
             s.spool_bytes = sp.bytes();
