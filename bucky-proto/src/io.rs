@@ -112,6 +112,9 @@ impl<R: Read> LineReader<R> {
             self.line_no += 1;
             if let Some(len) = self.skipping.take() {
                 f(self.line_no, Line::TooLong(len + nl - self.start));
+            } else if nl - self.start > self.max_line {
+                // A whole overlong line can arrive in one read: the limit holds all the same.
+                f(self.line_no, Line::TooLong(nl - self.start));
             } else {
                 f(self.line_no, Line::Text(&self.buf[self.start..nl]));
             }
@@ -123,6 +126,9 @@ impl<R: Read> LineReader<R> {
             if let Some(len) = self.skipping.take() {
                 self.line_no += 1;
                 f(self.line_no, Line::TooLong(len + self.end - self.start));
+            } else if self.end - self.start > self.max_line {
+                self.line_no += 1;
+                f(self.line_no, Line::TooLong(self.end - self.start));
             } else if self.start < self.end {
                 self.line_no += 1;
                 f(self.line_no, Line::Text(&self.buf[self.start..self.end]));
@@ -288,6 +294,22 @@ mod tests {
                 (1, "ok 1 1".into()),
                 (2, "<too long: 10000>".into()),
                 (3, "after 2 2".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn overlong_line_within_one_read() {
+        let mut input = vec![b'z'; 500];
+        input.extend_from_slice(b"\nok 1 1\n");
+        input.extend_from_slice(&[b'w'; 300]);
+        let got = collect(&[&input], 4096, 100);
+        assert_eq!(
+            got,
+            vec![
+                (1, "<too long: 500>".into()),
+                (2, "ok 1 1".into()),
+                (3, "<too long: 300>".into())
             ]
         );
     }
