@@ -563,12 +563,29 @@ impl Dest {
     }
 
     /// Queues `batch`; what no longer fits in memory goes to the spool, or is dropped and
-    /// counted. The spool lock is held across both steps so that the spool stays in order.
+    /// counted. The spool's lock is held across both steps when it is free, so the spool
+    /// stays in order; when the writer holds it (writing to disk), the reader does not wait
+    /// for it unless the queue is full: one destination's disk never stalls the others.
     fn deliver(&self, batch: Batch, spill: &mut Vec<Batch>, full_log: &mut RateLimit) {
         match &self.spool {
             Some(sp) => {
-                let mut sp = lock(sp);
-                self.queue.push_spill(batch, spill);
+                let mut sp = match sp.try_lock() {
+                    Ok(guard) => {
+                        self.queue.push_spill(batch, spill);
+                        guard
+                    }
+                    Err(std::sync::TryLockError::Poisoned(p)) => {
+                        self.queue.push_spill(batch, spill);
+                        p.into_inner()
+                    }
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        self.queue.push_spill(batch, spill);
+                        if spill.is_empty() {
+                            return;
+                        }
+                        lock(sp)
+                    }
+                };
                 for b in spill.drain(..) {
                     if let Err(e) = sp.append(&b, false) {
                         self.counters.dropped.add(b.samples as u64);
@@ -605,18 +622,17 @@ impl Dest {
     /// Moves the memory queue to the spool, or drops it (counted); returns the samples
     /// dropped.
     fn abandon_queue(&self) -> u64 {
-        let batches = self.queue.take_all();
         let mut dropped = 0;
         match &self.spool {
             Some(sp) => {
                 let mut sp = lock(sp);
-                for b in &batches {
-                    if sp.append(b, false).is_err() {
+                for b in self.queue.take_all() {
+                    if sp.append(&b, false).is_err() {
                         dropped += b.samples as u64;
                     }
                 }
             }
-            None => dropped = batches.iter().map(|b| b.samples as u64).sum(),
+            None => dropped = self.queue.take_all().iter().map(|b| b.samples as u64).sum(),
         }
         self.counters.dropped.add(dropped);
         dropped

@@ -288,8 +288,10 @@ impl<'a> Writer<'a> {
                     let wait = retry_at
                         .saturating_duration_since(Instant::now())
                         .min(Duration::from_millis(200));
+                    // Only to wake up when data comes: it goes back and moves to the spool
+                    // with the rest, in order, under the spool's lock.
                     if let Pop::Batch(b) = self.queue.pop(wait) {
-                        self.spool_batch(&b);
+                        self.queue.push_front(b);
                     }
                     continue;
                 }
@@ -353,17 +355,6 @@ impl<'a> Writer<'a> {
             .map(|s| s.spool.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Appends `batch` to the spool; on failure its samples are dropped (counted, logged).
-    fn spool_batch(&mut self, batch: &Batch) {
-        let result = match self.lock_spool() {
-            Some(mut s) => s.append(batch, false),
-            None => return,
-        };
-        if let Err(e) = result {
-            self.spool_failed(batch.samples, &e);
-        }
-    }
-
     fn spool_failed(&mut self, samples: usize, e: &io::Error) {
         self.counters.dropped.add(samples as u64);
         let dest = self.describe();
@@ -377,16 +368,13 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// Moves the memory queue to the spool.
+    /// Moves the memory queue to the spool. The spool's lock is taken first, as the reader
+    /// does when it spills, so the spool stays in order.
     fn spool_queue(&mut self) {
-        let batches = self.queue.take_all();
-        if batches.is_empty() {
-            return;
-        }
         let mut failed: Vec<(usize, io::Error)> = Vec::new();
         if let Some(mut s) = self.lock_spool() {
-            for b in &batches {
-                if let Err(e) = s.append(b, false) {
+            for b in self.queue.take_all() {
+                if let Err(e) = s.append(&b, false) {
                     failed.push((b.samples, e));
                 }
             }
