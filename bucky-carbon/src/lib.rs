@@ -1244,3 +1244,117 @@ pub fn main_with(args: Args) -> anyhow::Result<u8> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(argv: &[&str], toml: &str) -> anyhow::Result<Settings> {
+        let mut full = vec!["bucky-carbon"];
+        full.extend_from_slice(argv);
+        let args = Args::try_parse_from(full)?;
+        let cfg = Config::parse_toml(toml, "test.toml")?;
+        Settings::resolve(&args, &cfg)
+    }
+
+    #[test]
+    fn one_destination_by_default() {
+        let s = resolve(&[], "").unwrap();
+        assert_eq!(
+            s.destinations,
+            vec![Destination::parse("127.0.0.1:2003", 2003).unwrap()]
+        );
+        assert_eq!(
+            (s.hash, s.replication, s.diverse_replicas),
+            (HashType::Carbon, 1, true)
+        );
+        assert!(s.spool.is_none());
+        let s = resolve(&["--pickle", "--graphite-ip", "c1"], "").unwrap();
+        assert_eq!(s.destinations[0].to_string(), "c1:2004");
+    }
+
+    #[test]
+    fn destinations_from_flags_or_the_file() {
+        let file = "graphite_destinations = [\"10.0.0.1:2004:a\", \"10.0.0.2\"]\n\
+                    graphite_replication_factor = 2\n\
+                    graphite_diverse_replicas = false\n\
+                    graphite_hash_type = \"carbon-c-relay\"\n";
+        let s = resolve(&["--pickle"], file).unwrap();
+        let d: Vec<String> = s.destinations.iter().map(|d| d.to_string()).collect();
+        assert_eq!(d, vec!["10.0.0.1:2004:a", "10.0.0.2:2004"]);
+        assert_eq!(
+            (s.hash, s.replication, s.diverse_replicas),
+            (HashType::CarbonCRelay, 2, false)
+        );
+        // Flags beat the file, a single --graphite-ip too.
+        let s = resolve(&["--destination", "h:1:x"], file).unwrap();
+        assert_eq!(s.destinations.len(), 1);
+        assert_eq!(s.destinations[0].instance.as_deref(), Some("x"));
+        let s = resolve(&["--graphite-ip", "single"], file).unwrap();
+        assert_eq!(s.destinations[0].to_string(), "single:2003");
+        assert!(resolve(&["--destination", "a:1", "--graphite-port", "2"], "").is_err());
+    }
+
+    #[test]
+    fn refused_settings_name_the_key() {
+        let err = |argv: &[&str], toml: &str| format!("{:#}", resolve(argv, toml).unwrap_err());
+        assert!(err(&["--replication-factor", "0"], "").contains("graphite_replication_factor"));
+        assert!(err(&["--hash", "fnv"], "").contains("\"fnv\""));
+        assert!(err(&["--hash", "carbon-c-relay", "--diverse-replicas"], "")
+            .contains("graphite_diverse_replicas"));
+        assert!(err(&["--spool", "/x", "--spool-max-bytes", "1000"], "")
+            .contains("graphite_spool_max_bytes"));
+        assert!(
+            err(&["--spool", "/x"], "graphite_spool_replay_rate = -1.0\n")
+                .contains("graphite_spool_replay_rate")
+        );
+        assert!(err(&["--destination", "h:nope"], "").contains("h:nope"));
+    }
+
+    #[test]
+    fn spool_settings() {
+        let s = resolve(&["--spool", "/var/spool/bucky"], "").unwrap();
+        assert_eq!(
+            s.spool,
+            Some(SpoolSettings {
+                dir: "/var/spool/bucky".into(),
+                max_bytes: 1 << 30,
+                replay_rate: 50_000.0
+            })
+        );
+        let s = resolve(
+            &["--diverse-replicas=false"],
+            "graphite_spool_dir = \"/s\"\ngraphite_spool_max_bytes = 2097152\n\
+             graphite_spool_replay_rate = 0\n",
+        )
+        .unwrap();
+        assert!(!s.diverse_replicas);
+        let sp = s.spool.unwrap();
+        assert_eq!((sp.max_bytes, sp.replay_rate), (2 << 20, 0.0));
+    }
+
+    #[test]
+    fn self_metrics_name_each_destination() {
+        let settings = resolve(
+            &[
+                "--destination",
+                "127.0.0.1:1:a",
+                "--destination",
+                "127.0.0.1:2:b",
+            ],
+            "",
+        )
+        .unwrap();
+        let dests = make_dests(&settings).unwrap();
+        dests[1].counters.sent.add(5);
+        let counters = Counters::default();
+        counters.lines_in.add(5);
+        let snap = snapshot(&counters, &dests);
+        let get = |k: &str| snap.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+        assert_eq!(get("in"), Some(5));
+        assert_eq!(get("sent"), Some(5));
+        assert_eq!(get("127_0_0_1_2_b.sent"), Some(5));
+        assert_eq!(get("127_0_0_1_1_a.sent"), Some(0));
+        assert_eq!(get("spooled"), None, "no spool counters without a spool");
+    }
+}

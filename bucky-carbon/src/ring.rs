@@ -73,8 +73,8 @@ impl Node {
 impl fmt::Display for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.instance {
-            Some(i) => write!(f, "({}, {i})", self.server),
-            None => write!(f, "({}, None)", self.server),
+            Some(i) => write!(f, "server {} instance {i:?}", self.server),
+            None => write!(f, "server {} without an instance", self.server),
         }
     }
 }
