@@ -241,24 +241,35 @@ impl Ring {
     /// (once up front, once from the walk), and so does this.
     pub fn carbon_get_nodes(&self, key: &[u8], limit: usize) -> Vec<u16> {
         let mut out = Vec::new();
-        if self.nodes.len() == 1 {
-            out.push(0);
+        self.carbon_walk(key, |node| {
+            out.push(node);
+            out.len() < limit
+        });
+        out
+    }
+
+    /// Calls `yield_node` with each node carbon's `get_nodes` generator yields, until it
+    /// returns false (the generator is lazy; so is this).
+    fn carbon_walk(&self, key: &[u8], mut yield_node: impl FnMut(u16) -> bool) {
+        if self.nodes.len() == 1 && !yield_node(0) {
+            return;
         }
         let len = self.entries.len();
         let mut index = self.start(key);
         let last = (index + len - 1) % len;
         let mut seen = vec![false; self.nodes.len()];
         let mut found = 0;
-        while found < self.nodes.len() && index != last && out.len() < limit {
+        while found < self.nodes.len() && index != last {
             let node = self.entries[index].1;
             if !seen[usize::from(node)] {
                 seen[usize::from(node)] = true;
                 found += 1;
-                out.push(node);
+                if !yield_node(node) {
+                    return;
+                }
             }
             index = (index + 1) % len;
         }
-        out
     }
 
     /// The destinations of `key`, in order (primary first), exactly as the chosen relay
@@ -271,17 +282,14 @@ impl Ring {
                 // already has a replica.
                 let mut used: Vec<&str> = Vec::new();
                 let mut out = Vec::new();
-                for node in self.carbon_get_nodes(key, usize::MAX) {
+                self.carbon_walk(key, |node| {
                     let server = self.nodes[usize::from(node)].server.as_str();
-                    if used.contains(&server) {
-                        continue;
+                    if !used.contains(&server) {
+                        used.push(server);
+                        out.push(node);
                     }
-                    used.push(server);
-                    out.push(node);
-                    if used.len() >= self.replication {
-                        break;
-                    }
-                }
+                    used.len() < self.replication
+                });
                 out
             }
             HashType::Carbon => self.carbon_get_nodes(key, self.replication),
