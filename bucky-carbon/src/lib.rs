@@ -1334,6 +1334,45 @@ mod tests {
     }
 
     #[test]
+    fn queue_overflow_spills_to_the_spool_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = |spool: bool| Dest {
+            spec: Destination::parse("h:1", 1).unwrap(),
+            target: Target::Stdout,
+            queue: Queue::new(10),
+            counters: DestCounters::default(),
+            spool: spool.then(|| Mutex::new(Spool::open(dir.path(), 0, 1 << 30).unwrap())),
+            label: "h_1".into(),
+        };
+        let batch = |i: usize| Batch {
+            bytes: format!("b{i} 1 1\n").into_bytes(),
+            samples: 4,
+        };
+        let (mut spill, mut log) = (Vec::new(), RateLimit::default());
+        let with = d(true);
+        for i in 0..6 {
+            with.deliver(batch(i), &mut spill, &mut log);
+        }
+        // 10 samples fit: the newest two batches stay in memory, the oldest four are spooled.
+        assert_eq!(with.queue.len(), 8);
+        let mut sp = lock(with.spool.as_ref().unwrap());
+        for i in 0..4 {
+            assert_eq!(sp.peek().unwrap().batch, batch(i));
+            sp.consume();
+        }
+        assert!(sp.peek().is_none());
+        drop(sp);
+        assert_eq!(with.snapshot().spooled, 16);
+        assert_eq!(with.snapshot().dropped, 0);
+        // Without a spool they are dropped and counted.
+        let without = d(false);
+        for i in 0..6 {
+            without.deliver(batch(i), &mut spill, &mut log);
+        }
+        assert_eq!(without.snapshot().dropped, 16);
+    }
+
+    #[test]
     fn self_metrics_name_each_destination() {
         let settings = resolve(
             &[
