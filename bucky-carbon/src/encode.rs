@@ -4,7 +4,7 @@
 //! again whole on a new connection.
 
 use bucky_proto::sample::Fields;
-use bucky_proto::Namer;
+use bucky_proto::{CachedNamer, Namer};
 use serde_pickle::SerOptions;
 
 /// Carbon's wire protocols.
@@ -24,6 +24,9 @@ pub struct Batch {
     pub samples: usize,
 }
 
+/// Series whose Graphite paths are remembered (about 200 bytes each).
+pub const NAME_CACHE_SERIES: usize = 100_000;
+
 /// A plaintext batch is cut at about this many bytes.
 const PLAINTEXT_BATCH_BYTES: usize = 64 * 1024;
 
@@ -31,7 +34,7 @@ const PLAINTEXT_BATCH_BYTES: usize = 64 * 1024;
 /// one by [`Encoder::take_partial`].
 #[derive(Debug)]
 pub struct Encoder {
-    namer: Namer,
+    namer: CachedNamer,
     protocol: Protocol,
     current: Batch,
     /// Pickle mode: the paths of the pending points, back to back.
@@ -50,7 +53,7 @@ impl Encoder {
             p => p,
         };
         Encoder {
-            namer,
+            namer: CachedNamer::new(namer, NAME_CACHE_SERIES),
             protocol,
             current: Batch {
                 bytes: Vec::with_capacity(PLAINTEXT_BATCH_BYTES + 1024),
@@ -64,36 +67,12 @@ impl Encoder {
 
     /// Adds one sample; returns a batch when one is full.
     pub fn push(&mut self, f: &Fields<'_>) -> Option<Batch> {
-        match self.protocol {
-            Protocol::Plaintext => {
-                let out = &mut self.current.bytes;
-                self.namer.push_path_bytes(out, f.host, f.name);
-                out.push(b' ');
-                out.extend_from_slice(f.value);
-                out.push(b' ');
-                out.extend_from_slice(f.timestamp);
-                out.push(b'\n');
-                self.current.samples += 1;
-                if self.current.bytes.len() >= PLAINTEXT_BATCH_BYTES {
-                    return Some(self.take_current());
-                }
-                None
-            }
-            Protocol::Pickle { points_per_frame } => {
-                let s = f.sample();
-                self.path_buf.clear();
-                self.namer.push_path(&mut self.path_buf, s.host, s.name);
-                // Names and hosts come from UTF-8 text and naming only inserts ASCII, so this
-                // never replaces anything; carbon needs `str` names, never bytes.
-                self.paths
-                    .push_str(&String::from_utf8_lossy(&self.path_buf));
-                self.points.push((self.paths.len(), s.timestamp, s.value));
-                if self.points.len() >= points_per_frame {
-                    return self.take_partial();
-                }
-                None
-            }
-        }
+        let mut path = std::mem::take(&mut self.path_buf);
+        path.clear();
+        self.namer.push_path_bytes(&mut path, f.host, f.name);
+        let batch = self.push_named(&path, f);
+        self.path_buf = path;
+        batch
     }
 
     /// Adds one sample whose Graphite path (naming applied) is `path`: the router names a
@@ -128,7 +107,7 @@ impl Encoder {
 
     /// The naming rules this encoder applies in [`Encoder::push`].
     pub fn namer(&self) -> &Namer {
-        &self.namer
+        self.namer.namer()
     }
 
     /// Hands out whatever is pending, if anything.

@@ -177,6 +177,15 @@ pub struct Args {
     /// CRITICAL, ERROR, WARNING, INFO or DEBUG (log_level) [default: INFO]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Run as this user (a name or a number) once the inputs are open (uid) [default: none]
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<String>,
+
+    /// Run as this group (a name or a number) once the inputs are open (gid)
+    /// [default: the user's group]
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<String>,
 }
 
 /// Everything bucky-carbon needs, resolved from flags, config file and defaults.
@@ -198,6 +207,9 @@ pub struct Settings {
     pub self_metrics: SelfMetricsOptions,
     pub naming: NamingOptions,
     pub log_level: log::LevelFilter,
+    /// The user and group to switch to (uid, gid).
+    pub uid: Option<String>,
+    pub gid: Option<String>,
 }
 
 /// The durable spool's settings.
@@ -403,6 +415,8 @@ impl Settings {
             self_metrics,
             naming: naming_options(cfg)?,
             log_level: bucky_proto::log::parse_level(&level_name)?,
+            uid: bucky_proto::privs::id_setting(&args.uid, cfg, "uid")?,
+            gid: bucky_proto::privs::id_setting(&args.gid, cfg, "gid")?,
         })
     }
 }
@@ -1219,6 +1233,7 @@ pub fn main_with(args: Args) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let inputs = open_inputs(&args.inputs)?;
+    bucky_proto::privs::drop_privileges(settings.uid.as_deref(), settings.gid.as_deref())?;
     let shutdown = Shutdown::on_signals().context("installing signal handlers")?;
     let (outcome, counters) = run(&settings, inputs, shutdown)?;
     let totals: Vec<(&str, u64)> = as_pairs(&counters)

@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bucky_proto::sample::Fields;
-use bucky_proto::Namer;
+use bucky_proto::{CachedNamer, Namer};
 
 use crate::encode::{Batch, Encoder, Protocol};
 use crate::ring::{Node, Ring};
@@ -230,7 +230,7 @@ impl RouteCache {
 /// Names samples, routes them and builds each destination's batches.
 #[derive(Debug)]
 pub struct Router {
-    namer: Namer,
+    namer: CachedNamer,
     ring: Option<Arc<Ring>>,
     encoders: Vec<Encoder>,
     cache: RouteCache,
@@ -246,7 +246,7 @@ impl Router {
             encoders: (0..n)
                 .map(|_| Encoder::new(namer.clone(), protocol))
                 .collect(),
-            namer,
+            namer: CachedNamer::new(namer, crate::encode::NAME_CACHE_SERIES),
             ring,
             cache: RouteCache::new(ROUTE_CACHE_PATHS),
             path: Vec::with_capacity(256),

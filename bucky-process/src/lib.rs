@@ -141,8 +141,8 @@ impl Settings {
             drop_on_error: args.drop_on_error || cfg.get_or("processor_drop_on_error", false)?,
             self_metrics,
             log_level: bucky_proto::log::parse_level(&level_name)?,
-            uid: id_setting(&args.uid, cfg, "uid")?,
-            gid: id_setting(&args.gid, cfg, "gid")?,
+            uid: bucky_proto::privs::id_setting(&args.uid, cfg, "uid")?,
+            gid: bucky_proto::privs::id_setting(&args.gid, cfg, "gid")?,
         })
     }
 
@@ -364,17 +364,6 @@ fn grow_pipe(out: &impl AsFd) {
 
 /// A user or group: the flag, else the config key (a name, or a number as the original
 /// allowed), else none.
-fn id_setting(flag: &Option<String>, cfg: &Config, key: &str) -> anyhow::Result<Option<String>> {
-    if flag.is_some() {
-        return Ok(flag.clone());
-    }
-    Ok(match cfg.raw(key) {
-        None | Some(bucky_proto::config::Value::None) => None,
-        Some(bucky_proto::config::Value::Int(n)) => Some(n.to_string()),
-        Some(_) => cfg.get::<String>(key)?,
-    })
-}
-
 /// Loads the config named by `--config`, warning about unknown keys.
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     let cfg = Config::load_optional(path)?;

@@ -212,6 +212,11 @@ impl CachedNamer {
             .insert(self.key.clone(), out[start..].to_vec().into_boxed_slice());
     }
 
+    /// The rules themselves.
+    pub fn namer(&self) -> &Namer {
+        &self.namer
+    }
+
     /// Series currently remembered.
     pub fn len(&self) -> usize {
         self.paths.len()

@@ -29,6 +29,24 @@ pub enum PrivError {
     Nice(i32, std::io::Error),
 }
 
+/// The `uid` or `gid` setting: the flag if given, else the config key (a name, or a number
+/// which the original also accepted), else none.
+pub fn id_setting(
+    flag: &Option<String>,
+    cfg: &crate::config::Config,
+    key: &str,
+) -> Result<Option<String>, crate::config::ConfigError> {
+    use crate::config::Value;
+    if flag.is_some() {
+        return Ok(flag.clone());
+    }
+    Ok(match cfg.raw(key) {
+        None | Some(Value::None) => None,
+        Some(Value::Int(n)) => Some(n.to_string()),
+        Some(_) => cfg.get::<String>(key)?,
+    })
+}
+
 /// A user given as a name or as digits (the original accepted both).
 pub fn resolve_user(spec: &str) -> Result<User, PrivError> {
     let spec = spec.trim();
@@ -131,6 +149,25 @@ mod tests {
                 .to_string(),
             "unknown group \"no-such-group-bucky\""
         );
+    }
+
+    #[test]
+    fn ids_from_flags_and_config() {
+        let cfg = crate::config::Config::parse_python("uid = 1000\ngid = 'staff'\n", "t").unwrap();
+        assert_eq!(
+            id_setting(&None, &cfg, "uid").unwrap().as_deref(),
+            Some("1000")
+        );
+        assert_eq!(
+            id_setting(&None, &cfg, "gid").unwrap().as_deref(),
+            Some("staff")
+        );
+        let flag = Some("nobody".to_string());
+        assert_eq!(id_setting(&flag, &cfg, "uid").unwrap(), flag);
+        let none = crate::config::Config::parse_python("uid = None\n", "t").unwrap();
+        assert_eq!(id_setting(&None, &none, "uid").unwrap(), None);
+        let bad = crate::config::Config::parse_python("uid = [1]\n", "t").unwrap();
+        assert!(id_setting(&None, &bad, "uid").is_err());
     }
 
     #[test]
