@@ -148,8 +148,8 @@ impl Settings {
             max_metrics: pick(args.max_metrics, cfg, "metricsd_max_metrics", 10_000)?,
             self_metrics,
             log_level: bucky_proto::log::parse_level(&level_name)?,
-            uid: id_setting(&args.uid, cfg, "uid")?,
-            gid: id_setting(&args.gid, cfg, "gid")?,
+            uid: bucky_proto::privs::id_setting(&args.uid, cfg, "uid")?,
+            gid: bucky_proto::privs::id_setting(&args.gid, cfg, "gid")?,
         })
     }
 
@@ -476,19 +476,6 @@ fn flush_loop<W: Write>(
         Some(e) if is_broken_pipe(&e) => Outcome::BrokenPipe,
         Some(e) => Outcome::OutputError(e.to_string()),
     }
-}
-
-/// A user or group: the flag, else the config key (a name, or a number as the original
-/// allowed), else none.
-fn id_setting(flag: &Option<String>, cfg: &Config, key: &str) -> anyhow::Result<Option<String>> {
-    if flag.is_some() {
-        return Ok(flag.clone());
-    }
-    Ok(match cfg.raw(key) {
-        None | Some(bucky_proto::config::Value::None) => None,
-        Some(bucky_proto::config::Value::Int(n)) => Some(n.to_string()),
-        Some(_) => cfg.get::<String>(key)?,
-    })
 }
 
 /// Loads the config named by `--config`, warning about unknown keys.
