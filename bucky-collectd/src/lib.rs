@@ -178,18 +178,6 @@ pub struct Settings {
     pub log_level: log::LevelFilter,
 }
 
-/// A uid/gid setting: the flag, else the config key (a name, or a number).
-fn id_setting(flag: &Option<String>, cfg: &Config, key: &str) -> anyhow::Result<Option<String>> {
-    if flag.is_some() {
-        return Ok(flag.clone());
-    }
-    Ok(match cfg.raw(key) {
-        None | Some(bucky_proto::config::Value::None) => None,
-        Some(bucky_proto::config::Value::Int(n)) => Some(n.to_string()),
-        Some(_) => cfg.get::<String>(key)?,
-    })
-}
-
 fn seconds(key: &str, v: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(v)
         .with_context(|| format!("{key}: {v} is not a number of seconds >= 0"))
@@ -293,8 +281,8 @@ impl Settings {
                     "bucky".into(),
                 )?,
             },
-            uid: id_setting(&args.uid, cfg, "uid")?,
-            gid: id_setting(&args.gid, cfg, "gid")?,
+            uid: bucky_proto::privs::id_setting(&args.uid, cfg, "uid")?,
+            gid: bucky_proto::privs::id_setting(&args.gid, cfg, "gid")?,
             log_level: bucky_proto::log::parse_level(&level_name)?,
         })
     }
