@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bucky_metricsd::wire::{Encoder, MetricType, Number};
+use bucky_tests::collectd::{Collectd, Server, HOST};
 use bucky_tests::{
     bin, free_port, free_udp_port, poll_until, temp_dir, wait_until, write_file, CarbonCache, Tool,
 };
@@ -188,18 +189,27 @@ fn wait_for_sums(carbon: &CarbonCache, want: &[(&str, f64)]) {
 }
 
 #[test]
-fn statsd_udp_and_tcp_and_metricsd_reach_carbon_with_the_right_names() {
+fn statsd_udp_and_tcp_signed_collectd_and_metricsd_reach_carbon_with_the_right_names() {
     let carbon = CarbonCache::start();
     let dir = temp_dir("bucky-all");
     let ports = Ports::new();
+    let auth = write_file(dir.path(), "collectd.auth", b"alice: secret\n");
     let cfg = config(
         dir.path(),
         &format!(
-            "statsd_tcp_enabled = true\nstatsd_tcp_port = {}\n",
-            ports.statsd_tcp
+            "statsd_tcp_enabled = true\nstatsd_tcp_port = {}\n\
+             collectd_security_level = 1\ncollectd_auth_file = \"{}\"\n",
+            ports.statsd_tcp,
+            auth.display()
         ),
     );
     let mut bucky = Bucky::start(Some(&cfg), &ports.flags(carbon.line_port()));
+    // A real collectd signing its packets (level 1 refuses unsigned ones).
+    let collectd = Collectd::start(&[Server::new(ports.collectd, "Sign", "alice", "secret")]);
+    let t = bucky_tests::unix_now() - 30;
+    for i in 0..3 {
+        collectd.putval("fixture/gauge-g1", t + i, &format!("{}.5", i + 40));
+    }
 
     let udp = StatsdClient::from_sink(
         "app",
@@ -249,6 +259,12 @@ fn statsd_udp_and_tcp_and_metricsd_reach_carbon_with_the_right_names() {
         "gauges: {got:?}; names in carbon: {:?}",
         carbon.metric_names()
     );
+    // collectd's values: the host's name first, the converter's name after it.
+    let name = format!("{HOST}.fixture.gauge.g1");
+    let want: bucky_tests::Points = [(name, (0..3).map(|i| (t + i, i as f64 + 40.5)).collect())]
+        .into_iter()
+        .collect();
+    carbon.wait_for_points(&want, ARRIVE);
     bucky.stop();
     // `ps` shows the pipeline: each stage is named by its binary.
     let e = bucky.tool.stderr();
@@ -401,4 +417,57 @@ fn statsd_over_tcp_survives_a_reconnecting_client() {
     }
     bucky.stop();
     wait_for_sums(&carbon, &[("stats_counts.tcp.plain", 15.0)]);
+}
+
+/// The uid and gid of a process, from /proc.
+fn ids(pid: u32) -> (u32, u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u32 {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    (field("Uid:"), field("Gid:"))
+}
+
+#[test]
+fn stages_drop_to_uid_and_gid_after_binding_a_privileged_port() {
+    if !nix::unistd::Uid::effective().is_root() {
+        // Binding below 1024 and switching users both need root; CI runs as root.
+        eprintln!("skipped: not root");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    // A privileged UDP port that is free now.
+    let low = (600..1000)
+        .find(|p| UdpSocket::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below 1024");
+    let carbon = CarbonCache::start();
+    let mut ports = Ports::new();
+    ports.statsd = low;
+    let mut flags = ports.flags(carbon.line_port());
+    flags.extend(["--uid".to_string(), "nobody".to_string()]);
+    let dir = temp_dir("bucky-uid");
+    // The gauge save file's directory must be the new user's to write.
+    let cfg = config(dir.path(), "directory = \"/tmp\"\n");
+    let mut bucky = Bucky::start(Some(&cfg), &flags);
+    for stage in [
+        "bucky-statsd",
+        "bucky-collectd",
+        "bucky-metricsd",
+        "bucky-carbon",
+    ] {
+        let pid = stage_pid(bucky.pid(), stage).unwrap_or_else(|| panic!("{stage} runs"));
+        assert_eq!(
+            ids(pid),
+            (nobody.uid.as_raw(), nobody.gid.as_raw()),
+            "{stage} runs as nobody"
+        );
+    }
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(b"uid.hits:3|c", ("127.0.0.1", low)).unwrap();
+    bucky.stop();
+    wait_for_sums(&carbon, &[("stats_counts.uid.hits", 3.0)]);
 }

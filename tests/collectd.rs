@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bucky_proto::capture::DatagramReader;
+use bucky_tests::collectd::{Collectd, Server, HOST};
 use bucky_tests::{
     bin, free_udp_port, poll_until, temp_dir, unix_now, wait_until, CarbonCache, ChildGuard, Tool,
 };
@@ -27,138 +28,6 @@ const START: Duration = Duration::from_secs(30);
 const ARRIVE: Duration = Duration::from_secs(60);
 /// How long a process may take to exit after SIGTERM.
 const EXIT: Duration = Duration::from_secs(30);
-
-const HOST: &str = "bucky-test";
-
-/// One `<Server>` of collectd's network plugin.
-#[derive(Clone, Copy)]
-struct Server {
-    port: u16,
-    level: &'static str,
-    user: &'static str,
-    password: &'static str,
-}
-
-impl Server {
-    fn new(port: u16, level: &'static str, user: &'static str, password: &'static str) -> Self {
-        Server {
-            port,
-            level,
-            user,
-            password,
-        }
-    }
-}
-
-/// A collectd in the foreground under the test's control, with a unix socket for putval.
-struct Collectd {
-    _dir: tempfile::TempDir,
-    sock: PathBuf,
-    child: ChildGuard,
-    log: PathBuf,
-}
-
-impl Collectd {
-    fn start(servers: &[Server]) -> Collectd {
-        let dir = temp_dir("collectd");
-        let d = dir.path();
-        let mut conf = format!(
-            "Hostname \"{HOST}\"\nFQDNLookup false\nInterval 1\n\
-             BaseDir \"{0}\"\nPIDFile \"{0}/collectd.pid\"\n\
-             TypesDB \"/usr/share/collectd/types.db\"\n\
-             LoadPlugin logfile\n<Plugin logfile>\n  LogLevel info\n  File STDERR\n</Plugin>\n\
-             LoadPlugin load\n\
-             LoadPlugin unixsock\n<Plugin unixsock>\n  SocketFile \"{0}/sock\"\n  SocketGroup \"root\"\n  SocketPerms \"0660\"\n</Plugin>\n\
-             <LoadPlugin network>\n  FlushInterval 1\n</LoadPlugin>\n<Plugin network>\n",
-            d.display()
-        );
-        for s in servers {
-            conf.push_str(&format!(
-                "  <Server \"127.0.0.1\" \"{}\">\n    SecurityLevel {}\n",
-                s.port, s.level
-            ));
-            if s.level != "None" {
-                conf.push_str(&format!(
-                    "    Username \"{}\"\n    Password \"{}\"\n",
-                    s.user, s.password
-                ));
-            }
-            conf.push_str("  </Server>\n");
-        }
-        conf.push_str("</Plugin>\n");
-        std::fs::write(d.join("collectd.conf"), conf).unwrap();
-        let log = d.join("collectd.log");
-        let mut cmd = Command::new("collectd");
-        cmd.args(["-f", "-C"])
-            .arg(d.join("collectd.conf"))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(d.join("collectd.out")).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut child = ChildGuard::spawn("collectd", &mut cmd);
-        let sock = d.join("sock");
-        let ready = poll_until(START, || {
-            assert!(
-                child.is_running(),
-                "collectd exited:\n{}",
-                bucky_tests::file_tail(&log, 30)
-            );
-            sock.exists() && ctl(&sock, &["listval"]).status.success()
-        });
-        assert!(
-            ready,
-            "collectd did not open its socket:\n{}",
-            bucky_tests::file_tail(&log, 30)
-        );
-        Collectd {
-            _dir: dir,
-            sock,
-            child,
-            log,
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        bucky_tests::file_tail(&self.log, 30)
-    }
-
-    /// `putval HOST/ID interval=1 TIME:VALUES`.
-    fn putval(&self, id: &str, time: i64, values: &str) {
-        let out = ctl(
-            &self.sock,
-            &[
-                "putval",
-                &format!("{HOST}/{id}"),
-                "interval=1",
-                &format!("{time}:{values}"),
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "putval {id} {time}:{values}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// SIGTERM; collectd flushes its network buffer on the way out.
-    fn stop(&mut self) {
-        self.child.terminate();
-        assert!(
-            self.child.wait_timeout(EXIT).is_some(),
-            "collectd did not exit:\n{}",
-            self.log_tail()
-        );
-    }
-}
-
-fn ctl(sock: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("collectdctl")
-        .arg("-s")
-        .arg(sock)
-        .args(args)
-        .output()
-        .expect("run collectdctl")
-}
 
 /// Injects the exact series whose names and rates the tests check, at times from `t`.
 fn inject(c: &Collectd, t: i64) {

@@ -207,6 +207,15 @@ pub struct Args {
     /// CRITICAL, ERROR, WARNING, INFO or DEBUG (log_level) [default: INFO]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Run as this user (a name or a number) once the sockets are bound (uid) [default: none]
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<String>,
+
+    /// Run as this group (a name or a number) once the sockets are bound (gid)
+    /// [default: the user's group]
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<String>,
 }
 
 /// Everything bucky-statsd needs, resolved from flags, config file and defaults.
@@ -225,6 +234,9 @@ pub struct Settings {
     pub gauges_file: Option<PathBuf>,
     pub self_metrics: SelfMetricsOptions,
     pub log_level: log::LevelFilter,
+    /// The user and group to switch to once the sockets are bound (uid, gid).
+    pub uid: Option<String>,
+    pub gid: Option<String>,
     /// Record the UDP datagrams to this file.
     pub capture: Option<PathBuf>,
     /// Replay files instead of sockets.
@@ -432,6 +444,8 @@ impl Settings {
             gauges_file,
             self_metrics,
             log_level: bucky_proto::log::parse_level(&level_name)?,
+            uid: bucky_proto::privs::id_setting(&args.uid, cfg, "uid")?,
+            gid: bucky_proto::privs::id_setting(&args.gid, cfg, "gid")?,
             capture: args.capture.clone(),
             replay,
         })
@@ -650,6 +664,8 @@ pub fn run<W: Write>(settings: &Settings, shutdown: Shutdown, out: W) -> anyhow:
         }
         None => None,
     };
+    // Sockets bound and files open: root is no longer needed.
+    bucky_proto::privs::drop_privileges(settings.uid.as_deref(), settings.gid.as_deref())?;
     log::info!(
         "receiving StatsD on UDP {} with {} thread(s); receive buffer {} bytes asked, {} granted \
          by the kernel{}",

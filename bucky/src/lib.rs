@@ -131,7 +131,6 @@ fn os(s: impl Into<OsString>) -> OsString {
 /// act on: its stages bound their own queues, stop in order, and run no Python.
 pub const INERT_KEYS: &[&str] = &[
     "full_trace",
-    "collectd_use_entry_points",
     "process_join_timeout",
     "max_sample_queue",
     "sentry_enabled",
@@ -139,7 +138,6 @@ pub const INERT_KEYS: &[&str] = &[
     "sentry_log_level",
     "sentry_auto_log_stacks",
     "collectd_workers",
-    "collectd_counter_eq_derive",
     "statsd_metadata",
     "graphite_enabled",
     "influxdb_enabled",

@@ -16,6 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod carbon;
+pub mod collectd;
 pub mod net;
 pub mod pickle;
 pub mod process;
