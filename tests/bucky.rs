@@ -432,8 +432,15 @@ fn ids(pid: u32) -> (u32, u32) {
     (field("Uid:"), field("Gid:"))
 }
 
+/// The nice value of a process (field 19 of /proc/PID/stat, after the parenthesised name).
+fn niceness(pid: u32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
 #[test]
-fn stages_drop_to_uid_and_gid_after_binding_a_privileged_port() {
+fn stages_run_niced_and_drop_to_uid_and_gid_after_binding_a_privileged_port() {
     if !nix::unistd::Uid::effective().is_root() {
         // Binding below 1024 and switching users both need root; CI runs as root.
         eprintln!("skipped: not root");
@@ -448,7 +455,7 @@ fn stages_drop_to_uid_and_gid_after_binding_a_privileged_port() {
     let mut ports = Ports::new();
     ports.statsd = low;
     let mut flags = ports.flags(carbon.line_port());
-    flags.extend(["--uid".to_string(), "nobody".to_string()]);
+    flags.extend(["--uid", "nobody", "--nice", "5"].map(String::from));
     let dir = temp_dir("bucky-uid");
     // The gauge save file's directory must be the new user's to write.
     let cfg = config(dir.path(), "directory = \"/tmp\"\n");
@@ -465,6 +472,7 @@ fn stages_drop_to_uid_and_gid_after_binding_a_privileged_port() {
             (nobody.uid.as_raw(), nobody.gid.as_raw()),
             "{stage} runs as nobody"
         );
+        assert_eq!(niceness(pid), 5, "{stage} inherits bucky's nice");
     }
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.send_to(b"uid.hits:3|c", ("127.0.0.1", low)).unwrap();
