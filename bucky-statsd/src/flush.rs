@@ -9,7 +9,7 @@ use bucky_proto::sample::{push_line, push_number, Sample};
 use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 
-use crate::aggregate::{AggStats, Aggregate, GaugeAcc, Limits, MemberSet};
+use crate::aggregate::{AggStats, Aggregate, GaugeAcc, Key, Limits, MemberSet};
 use crate::parse::{Kind, MAX_NAME};
 
 /// Where each kind of metric is named (spec §3.5).
@@ -230,10 +230,10 @@ pub struct Flusher {
     opts: FlushOptions,
     suffixes: Vec<(f64, String)>,
     limits: Arc<Limits>,
-    counters: HashMap<Box<[u8]>, Counter>,
-    timers: HashMap<Box<[u8]>, Timer>,
-    gauges: HashMap<Box<[u8]>, Gauge>,
-    sets: HashMap<Box<[u8]>, Set>,
+    counters: HashMap<Key, Counter>,
+    timers: HashMap<Key, Timer>,
+    gauges: HashMap<Key, Gauge>,
+    sets: HashMap<Key, Set>,
     stats: AggStats,
     over_cap_in_interval: u64,
     totals: FlushTotals,
@@ -289,7 +289,7 @@ impl Flusher {
                     c.seen = true;
                 }
                 Entry::Vacant(e) => {
-                    limits.ensure(Kind::Counter, e.key());
+                    limits.ensure(Kind::Counter, e.key().as_bytes());
                     e.insert(Counter {
                         value: v,
                         seen: true,
@@ -310,7 +310,7 @@ impl Flusher {
                     t.seen = true;
                 }
                 Entry::Vacant(e) => {
-                    limits.ensure(Kind::Timer, e.key());
+                    limits.ensure(Kind::Timer, e.key().as_bytes());
                     e.insert(Timer {
                         values: v.values,
                         count: v.count,
@@ -330,7 +330,7 @@ impl Flusher {
                     g.seen = true;
                 }
                 Entry::Vacant(e) => {
-                    limits.ensure(Kind::Gauge, e.key());
+                    limits.ensure(Kind::Gauge, e.key().as_bytes());
                     e.insert(Gauge {
                         value: 0.0,
                         pending: Some(v),
@@ -351,7 +351,7 @@ impl Flusher {
                     s.seen = true;
                 }
                 Entry::Vacant(e) => {
-                    limits.ensure(Kind::Set, e.key());
+                    limits.ensure(Kind::Set, e.key().as_bytes());
                     e.insert(Set {
                         members: v,
                         seen: true,
@@ -374,12 +374,12 @@ impl Flusher {
             if !v.is_finite() || k.is_empty() || !printable || k.len() > MAX_NAME {
                 continue;
             }
-            let k = k.into_bytes().into_boxed_slice();
-            if !self.gauges.contains_key(&k) {
+            let k = Key::from(k.as_bytes());
+            if !self.gauges.contains_key(k.as_bytes()) {
                 if self.limits.held() >= self.limits.max_keys() {
                     break;
                 }
-                self.limits.ensure(Kind::Gauge, &k);
+                self.limits.ensure(Kind::Gauge, k.as_bytes());
             }
             self.gauges.insert(
                 k,
@@ -400,7 +400,7 @@ impl Flusher {
             .iter()
             .filter_map(|(k, g)| {
                 let v = g.pending.map_or(g.value, |p| p.resolve(g.value));
-                let k = std::str::from_utf8(k).ok()?;
+                let k = std::str::from_utf8(k.as_bytes()).ok()?;
                 Some((k, if v.is_finite() { v } else { g.value }))
             })
             .collect()
@@ -455,7 +455,7 @@ impl Flusher {
         let ts_flush = opts.flush_time;
 
         for (k, t) in self.timers.iter_mut() {
-            emit_timer(&mut em, opts, &self.suffixes, k, t, ts_flush);
+            emit_timer(&mut em, opts, &self.suffixes, k.as_bytes(), t, ts_flush);
             t.values = Vec::new();
             t.count = 0.0;
             t.seen = false;
@@ -463,11 +463,11 @@ impl Flusher {
         }
         for (k, c) in self.counters.iter_mut() {
             if names.legacy {
-                em.emit("stats.", k, "", c.value / ts_flush);
-                em.emit("stats_counts.", k, "", c.value);
+                em.emit("stats.", k.as_bytes(), "", c.value / ts_flush);
+                em.emit("stats_counts.", k.as_bytes(), "", c.value);
             } else {
-                em.emit(&names.counter, k, ".rate", c.value / ts_flush);
-                em.emit(&names.counter, k, ".count", c.value);
+                em.emit(&names.counter, k.as_bytes(), ".rate", c.value / ts_flush);
+                em.emit(&names.counter, k.as_bytes(), ".count", c.value);
             }
             c.value = 0.0;
             c.seen = false;
@@ -475,13 +475,13 @@ impl Flusher {
         }
         for (k, g) in self.gauges.iter_mut() {
             if !opts.only_changed_gauges || g.seen {
-                em.emit(&names.gauge, k, "", g.value);
+                em.emit(&names.gauge, k.as_bytes(), "", g.value);
                 report.num_stats += 1;
             }
             g.seen = false;
         }
         for (k, s) in self.sets.iter_mut() {
-            em.emit(&names.set, k, ".count", s.members.len() as f64);
+            em.emit(&names.set, k.as_bytes(), ".count", s.members.len() as f64);
             s.members = MemberSet::default();
             s.seen = false;
             report.num_stats += 1;
@@ -504,7 +504,7 @@ impl Flusher {
         if counters {
             self.counters.retain(|k, c| {
                 c.seen || {
-                    limits.forget(Kind::Counter, k);
+                    limits.forget(Kind::Counter, k.as_bytes());
                     n += 1;
                     false
                 }
@@ -513,7 +513,7 @@ impl Flusher {
         if timers {
             self.timers.retain(|k, t| {
                 t.seen || {
-                    limits.forget(Kind::Timer, k);
+                    limits.forget(Kind::Timer, k.as_bytes());
                     n += 1;
                     false
                 }
@@ -522,7 +522,7 @@ impl Flusher {
         if sets {
             self.sets.retain(|k, s| {
                 s.seen || {
-                    limits.forget(Kind::Set, k);
+                    limits.forget(Kind::Set, k.as_bytes());
                     n += 1;
                     false
                 }
@@ -531,7 +531,7 @@ impl Flusher {
         if gauges {
             self.gauges.retain(|k, g| {
                 g.seen || {
-                    limits.forget(Kind::Gauge, k);
+                    limits.forget(Kind::Gauge, k.as_bytes());
                     n += 1;
                     false
                 }

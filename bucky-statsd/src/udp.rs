@@ -35,6 +35,12 @@ pub const BATCH: usize = 64;
 pub const SLOT: usize = 65536;
 /// How long a receive waits before the thread looks at its flags (flush, stop).
 pub const POLL: Duration = Duration::from_millis(20);
+/// After a batch that was not full, how long to let datagrams gather in the socket buffer
+/// before receiving again. Waking up (a context switch, cold caches) costs more than
+/// handling a datagram, so at moderate rates this divides the CPU per metric; the delay
+/// is nothing next to a flush interval, and even at millions of datagrams a second a
+/// millisecond of them fits in the receive buffer many times over.
+pub const COALESCE: Duration = Duration::from_millis(1);
 /// How long a stopping thread keeps draining its socket at most.
 const DRAIN: Duration = Duration::from_secs(2);
 
@@ -264,7 +270,9 @@ pub fn worker(
             Ok(msgs) => {
                 let now = unix_now();
                 exchange.maybe_hand_over(now, &mut agg, &mut ingest);
+                let mut n = 0;
                 for msg in msgs {
+                    n += 1;
                     let source = msg.address.as_ref().and_then(std_addr);
                     let data = msg.iovs().next().unwrap_or_default();
                     let data = &data[..msg.bytes.min(data.len())];
@@ -272,6 +280,11 @@ pub fn worker(
                         tap(now, source, data);
                     }
                     ingest.datagram(&mut agg, now, source, data);
+                }
+                if n < BATCH && !stopping {
+                    // Traffic is not keeping the batches full: let some gather before the
+                    // next receive instead of waking up for every datagram or two.
+                    std::thread::sleep(COALESCE);
                 }
             }
             Err(Errno::EAGAIN | Errno::EINTR) => {
