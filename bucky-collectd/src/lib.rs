@@ -594,6 +594,8 @@ fn live<W: Write>(
     // Lines go out when 64 KiB are waiting, 50 ms after the last write, or when the socket
     // is idle: whole writes without a syscall per datagram, and little latency.
     let mut last_write = Instant::now();
+    // The drop counter is read from /proc: once a second is plenty.
+    let mut last_drop_check = Instant::now();
     while !shutdown.is_set() {
         let arrival = unix_now();
         let n = receiver.recv_batch(|d| {
@@ -603,7 +605,10 @@ fn live<W: Write>(
             }
             run.handle(d.bytes, d.source, arrival);
         })?;
-        run.processor.counters_mut().kernel_drops = receiver.kernel_drops();
+        if last_drop_check.elapsed() >= Duration::from_secs(1) {
+            run.processor.counters_mut().kernel_drops = receiver.kernel_drops();
+            last_drop_check = Instant::now();
+        }
         let now = Instant::now();
         if !run.buf.is_empty()
             && (n == 0

@@ -21,6 +21,7 @@ pub struct Receiver {
     slots: Vec<Vec<u8>>,
     headers: MultiHeaders<SockaddrStorage>,
     kernel_drops: u32,
+    drops: bucky_proto::udp::SocketDrops,
     granted_buffer: usize,
 }
 
@@ -58,7 +59,9 @@ impl Receiver {
         socket.set_read_timeout(Some(wake.max(Duration::from_millis(1))))?;
         let granted_buffer =
             nix::sys::socket::getsockopt(&socket, sockopt::RcvBuf).unwrap_or_default();
+        let drops = bucky_proto::udp::SocketDrops::new(std::slice::from_ref(&socket));
         Ok(Receiver {
+            drops,
             socket,
             slots: vec![vec![0u8; SLOT]; BATCH],
             headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u32))),
@@ -82,9 +85,11 @@ impl Receiver {
         self.socket.set_nonblocking(true)
     }
 
-    /// Datagrams the kernel dropped on this socket so far.
+    /// Datagrams the kernel dropped on this socket so far: the socket's counter in /proc
+    /// (SO_RXQ_OVFL messages reach us only on the first recvmmsg call with nix 0.29).
     pub fn kernel_drops(&self) -> u64 {
-        u64::from(self.kernel_drops)
+        let seen = u64::from(self.kernel_drops);
+        self.drops.total().map_or(seen, |t| t.max(seen))
     }
 
     /// Waits (at most the wake period) for datagrams and hands each to `f`. Returns how

@@ -60,6 +60,7 @@ pub mod privs;
 pub mod sample;
 pub mod shutdown;
 pub mod stats;
+pub mod udp;
 
 pub use naming::{CachedNamer, Namer, NamingOptions};
 pub use sample::{parse_line, push_line, split_line, Fields, LineError, ParsedLine, Sample};

@@ -63,59 +63,7 @@ impl Bound {
     }
 }
 
-/// The kernel's drop counters of some UDP sockets (the `drops` column of /proc/net/udp and
-/// /proc/net/udp6, found by socket inode): datagrams dropped because the receive buffer was
-/// full, since each socket was created.
-#[derive(Debug, Clone)]
-pub struct SocketDrops {
-    inodes: Vec<u64>,
-    last: u64,
-}
-
-impl SocketDrops {
-    pub fn new(sockets: &[UdpSocket]) -> SocketDrops {
-        let inodes = sockets
-            .iter()
-            .filter_map(|s| nix::sys::stat::fstat(s.as_raw_fd()).ok())
-            .map(|st| st.st_ino)
-            .collect();
-        SocketDrops { inodes, last: 0 }
-    }
-
-    /// The drops of all the sockets so far; `None` if /proc cannot be read.
-    pub fn total(&self) -> Option<u64> {
-        let mut total = 0;
-        let mut found = false;
-        for file in ["/proc/net/udp", "/proc/net/udp6"] {
-            let Ok(text) = std::fs::read_to_string(file) else {
-                continue;
-            };
-            for line in text.lines().skip(1) {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                let (Some(inode), Some(drops)) = (f.get(9), f.get(12)) else {
-                    continue;
-                };
-                if inode.parse().is_ok_and(|i: u64| self.inodes.contains(&i)) {
-                    total += drops.parse::<u64>().unwrap_or(0);
-                    found = true;
-                }
-            }
-        }
-        found.then_some(total)
-    }
-
-    /// Drops since the last call.
-    pub fn new_drops(&mut self) -> u64 {
-        match self.total() {
-            Some(t) => {
-                let n = t.saturating_sub(self.last);
-                self.last = self.last.max(t);
-                n
-            }
-            None => 0,
-        }
-    }
-}
+pub use bucky_proto::udp::SocketDrops;
 
 /// Binds `count` sockets on `addr` (SO_REUSEPORT when more than one), each with an `rcvbuf`
 /// receive buffer, drop counting and a short receive timeout.
