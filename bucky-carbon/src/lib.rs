@@ -58,10 +58,6 @@ pub struct Args {
     #[arg(value_name = "INPUT", default_value = "-")]
     pub inputs: Vec<PathBuf>,
 
-    /// Config file: TOML, or an original bucky config (Python literals only).
-    #[arg(short, long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
     /// Carbon host (graphite_ip) [default: 127.0.0.1]
     #[arg(long, value_name = "IP", conflicts_with = "destinations")]
     pub graphite_ip: Option<String>,
@@ -161,31 +157,12 @@ pub struct Args {
     #[arg(long, value_name = "SECS")]
     pub shutdown_timeout: Option<f64>,
 
-    /// Seconds between self-metrics (bucky.carbon.*); 0 turns them off
-    /// (self_metrics_interval) [default: 10]
-    #[arg(long, value_name = "SECS")]
-    pub self_metrics_interval: Option<f64>,
-
-    /// First component of the self-metric names (self_metrics_prefix) [default: bucky]
-    #[arg(long, value_name = "PREFIX")]
-    pub self_metrics_prefix: Option<String>,
-
     /// Write the carbon lines to stdout instead of a socket (debug)
     #[arg(long)]
     pub debug: bool,
 
-    /// CRITICAL, ERROR, WARNING, INFO or DEBUG (log_level) [default: INFO]
-    #[arg(long, value_name = "LEVEL")]
-    pub log_level: Option<String>,
-
-    /// Run as this user (a name or a number) once the inputs are open (uid) [default: none]
-    #[arg(long, value_name = "UID")]
-    pub uid: Option<String>,
-
-    /// Run as this group (a name or a number) once the inputs are open (gid)
-    /// [default: the user's group]
-    #[arg(long, value_name = "GID")]
-    pub gid: Option<String>,
+    #[command(flatten)]
+    pub common: bucky_proto::cli::CommonArgs,
 }
 
 /// Everything bucky-carbon needs, resolved from flags, config file and defaults.
@@ -382,24 +359,7 @@ impl Settings {
                 10.0,
             )?,
         )?;
-        let self_metrics = SelfMetricsOptions {
-            interval: seconds(
-                "self_metrics_interval",
-                pick(
-                    args.self_metrics_interval,
-                    cfg,
-                    "self_metrics_interval",
-                    10.0,
-                )?,
-            )?,
-            prefix: pick(
-                args.self_metrics_prefix.clone(),
-                cfg,
-                "self_metrics_prefix",
-                "bucky".into(),
-            )?,
-        };
-        let level_name = pick(args.log_level.clone(), cfg, "log_level", "INFO".into())?;
+        let common = args.common.resolve(cfg)?;
         Ok(Settings {
             destinations,
             debug,
@@ -412,11 +372,11 @@ impl Settings {
             queue_size: pick(args.queue_size, cfg, "graphite_queue_size", 2_000_000)?,
             resend_window: pick(args.resend_window, cfg, "graphite_resend_window", 16 << 20)?,
             shutdown_timeout,
-            self_metrics,
+            self_metrics: common.self_metrics,
             naming: naming_options(cfg)?,
-            log_level: bucky_proto::log::parse_level(&level_name)?,
-            uid: bucky_proto::privs::id_setting(&args.uid, cfg, "uid")?,
-            gid: bucky_proto::privs::id_setting(&args.gid, cfg, "gid")?,
+            log_level: common.log_level,
+            uid: common.uid,
+            gid: common.gid,
         })
     }
 }
@@ -1222,7 +1182,7 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 pub fn main_with(args: Args) -> anyhow::Result<u8> {
     // Log config problems at the default level until the configured one is known.
     bucky_proto::log::init("bucky-carbon", log::LevelFilter::Info);
-    let cfg = load_config(args.config.as_deref())?;
+    let cfg = load_config(args.common.config.as_deref())?;
     let settings = Settings::resolve(&args, &cfg)?;
     log::set_max_level(settings.log_level);
     if args.spool_status {

@@ -50,10 +50,6 @@ use crate::types_db::TypesDb;
         pcap/pcapng) instead of a socket, then exits."
 )]
 pub struct Args {
-    /// Config file: TOML, or an original bucky config (Python literals only).
-    #[arg(short, long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
     /// Address to listen on; a name is resolved (collectd_ip) [default: 127.0.0.1]
     #[arg(long, value_name = "IP")]
     pub collectd_ip: Option<String>,
@@ -119,28 +115,8 @@ pub struct Args {
     #[arg(long)]
     pub no_progress: bool,
 
-    /// Seconds between self-metrics (bucky.collectd.*); 0 turns them off
-    /// (self_metrics_interval) [default: 10]
-    #[arg(long, value_name = "SECS")]
-    pub self_metrics_interval: Option<f64>,
-
-    /// First component of the self-metric names (self_metrics_prefix) [default: bucky]
-    #[arg(long, value_name = "PREFIX")]
-    pub self_metrics_prefix: Option<String>,
-
-    /// Run as this user (a name or a number) once the socket is bound (uid)
-    /// [default: none]
-    #[arg(long, value_name = "USER")]
-    pub uid: Option<String>,
-
-    /// Run as this group (a name or a number) once the socket is bound (gid) [default: the
-    /// user's group]
-    #[arg(long, value_name = "GROUP")]
-    pub gid: Option<String>,
-
-    /// CRITICAL, ERROR, WARNING, INFO or DEBUG (log_level) [default: INFO]
-    #[arg(long, value_name = "LEVEL")]
-    pub log_level: Option<String>,
+    #[command(flatten)]
+    pub common: bucky_proto::cli::CommonArgs,
 }
 
 /// Where datagrams come from.
@@ -223,15 +199,6 @@ impl Settings {
         };
         let rate_expiry = pick(args.rate_expiry, cfg, "collectd_rate_expiry", 600.0)?;
         seconds("collectd_rate_expiry", rate_expiry)?;
-        let interval = seconds(
-            "self_metrics_interval",
-            pick(
-                args.self_metrics_interval,
-                cfg,
-                "self_metrics_interval",
-                10.0,
-            )?,
-        )?;
         let pace = match args.replay_pace.as_deref() {
             None | Some("fast") => Pace::Fast,
             Some("recorded") => Pace::Recorded,
@@ -253,7 +220,7 @@ impl Settings {
                  with far more traffic than the original's workers"
             );
         }
-        let level_name = pick(args.log_level.clone(), cfg, "log_level", "INFO".into())?;
+        let common = args.common.resolve(cfg)?;
         Ok(Settings {
             input,
             port,
@@ -272,18 +239,10 @@ impl Settings {
             converters: cfg.raw("collectd_converters").cloned(),
             use_entry_points: cfg.get_or("collectd_use_entry_points", true)?,
             capture: args.capture.clone(),
-            self_metrics: SelfMetricsOptions {
-                interval,
-                prefix: pick(
-                    args.self_metrics_prefix.clone(),
-                    cfg,
-                    "self_metrics_prefix",
-                    "bucky".into(),
-                )?,
-            },
-            uid: bucky_proto::privs::id_setting(&args.uid, cfg, "uid")?,
-            gid: bucky_proto::privs::id_setting(&args.gid, cfg, "gid")?,
-            log_level: bucky_proto::log::parse_level(&level_name)?,
+            self_metrics: common.self_metrics,
+            uid: common.uid,
+            gid: common.gid,
+            log_level: common.log_level,
         })
     }
 }
@@ -712,7 +671,7 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 /// The whole program after argument parsing: returns the process exit code.
 pub fn main_with(args: Args) -> anyhow::Result<u8> {
     bucky_proto::log::init("bucky-collectd", log::LevelFilter::Info);
-    let cfg = load_config(args.config.as_deref())?;
+    let cfg = load_config(args.common.config.as_deref())?;
     let settings = Settings::resolve(&args, &cfg)?;
     log::set_max_level(settings.log_level);
     let setup = setup(&settings)?;

@@ -43,10 +43,6 @@ use store::Store;
         interval. The protocol is documented in the README."
 )]
 pub struct Args {
-    /// Config file: TOML, or an original bucky config (Python literals only).
-    #[arg(short, long, value_name = "FILE")]
-    pub config: Option<std::path::PathBuf>,
-
     /// Address to listen on (metricsd_ip) [default: 127.0.0.1]
     #[arg(long, value_name = "IP")]
     pub metricsd_ip: Option<String>,
@@ -65,27 +61,8 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_metrics: Option<usize>,
 
-    /// Seconds between self-metrics (bucky.metricsd.*); 0 turns them off
-    /// (self_metrics_interval) [default: 10]
-    #[arg(long, value_name = "SECS")]
-    pub self_metrics_interval: Option<f64>,
-
-    /// First component of the self-metric names (self_metrics_prefix) [default: bucky]
-    #[arg(long, value_name = "PREFIX")]
-    pub self_metrics_prefix: Option<String>,
-
-    /// CRITICAL, ERROR, WARNING, INFO or DEBUG (log_level) [default: INFO]
-    #[arg(long, value_name = "LEVEL")]
-    pub log_level: Option<String>,
-
-    /// Run as this user (a name or a number) once the socket is bound (uid) [default: none]
-    #[arg(long, value_name = "UID")]
-    pub uid: Option<String>,
-
-    /// Run as this group (a name or a number) once the socket is bound (gid) [default: the user's
-    /// group]
-    #[arg(long, value_name = "GID")]
-    pub gid: Option<String>,
+    #[command(flatten)]
+    pub common: bucky_proto::cli::CommonArgs,
 }
 
 /// Everything bucky-metricsd needs, resolved from flags, config file and defaults.
@@ -115,26 +92,7 @@ impl Settings {
                 10.0,
             )?,
         )?;
-        let self_interval = pick(
-            args.self_metrics_interval,
-            cfg,
-            "self_metrics_interval",
-            10.0,
-        )?;
-        let self_metrics = SelfMetricsOptions {
-            interval: Duration::try_from_secs_f64(self_interval).map_err(|_| {
-                anyhow::anyhow!(
-                    "self_metrics_interval: {self_interval} is not a number of seconds >= 0"
-                )
-            })?,
-            prefix: pick(
-                args.self_metrics_prefix.clone(),
-                cfg,
-                "self_metrics_prefix",
-                "bucky".into(),
-            )?,
-        };
-        let level_name = pick(args.log_level.clone(), cfg, "log_level", "INFO".into())?;
+        let common = args.common.resolve(cfg)?;
         Ok(Settings {
             ip: pick(
                 args.metricsd_ip.clone(),
@@ -146,10 +104,10 @@ impl Settings {
             handlers: handlers::from_config(cfg)?,
             default_interval,
             max_metrics: pick(args.max_metrics, cfg, "metricsd_max_metrics", 10_000)?,
-            self_metrics,
-            log_level: bucky_proto::log::parse_level(&level_name)?,
-            uid: bucky_proto::privs::id_setting(&args.uid, cfg, "uid")?,
-            gid: bucky_proto::privs::id_setting(&args.gid, cfg, "gid")?,
+            self_metrics: common.self_metrics,
+            log_level: common.log_level,
+            uid: common.uid,
+            gid: common.gid,
         })
     }
 
@@ -488,7 +446,7 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 /// The whole program after argument parsing: returns the process exit code.
 pub fn main_with(args: Args) -> anyhow::Result<u8> {
     bucky_proto::log::init("bucky-metricsd", log::LevelFilter::Info);
-    let cfg = load_config(args.config.as_deref())?;
+    let cfg = load_config(args.common.config.as_deref())?;
     let settings = Settings::resolve(&args, &cfg)?;
     log::set_max_level(settings.log_level);
     settings.router()?;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bucky_proto::config::{pick, Config};
+use bucky_proto::config::Config;
 use bucky_proto::io::{is_broken_pipe, Line, LineReader, LineWriter, DEFAULT_MAX_LINE};
 use bucky_proto::shutdown::Shutdown;
 use bucky_proto::stats::{summary, unix_now, SelfMetrics, SelfMetricsOptions};
@@ -45,11 +45,6 @@ pub struct Args {
     #[arg(value_name = "INPUT", default_value = "-")]
     pub inputs: Vec<PathBuf>,
 
-    /// Config file: TOML, or an original bucky config (Python literals only). The rules are
-    /// read from its processor_rules.
-    #[arg(short, long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
     /// Lua script returning (or defining a global `process`) function(host, name, value,
     /// time) (processor_lua; a relative path in the config file is relative to that file)
     /// [default: none]
@@ -61,27 +56,8 @@ pub struct Args {
     #[arg(long)]
     pub drop_on_error: bool,
 
-    /// Seconds between self-metrics (bucky.process.*) written to stdout; 0 turns them off
-    /// (self_metrics_interval) [default: 10]
-    #[arg(long, value_name = "SECS")]
-    pub self_metrics_interval: Option<f64>,
-
-    /// First component of the self-metric names (self_metrics_prefix) [default: bucky]
-    #[arg(long, value_name = "PREFIX")]
-    pub self_metrics_prefix: Option<String>,
-
-    /// CRITICAL, ERROR, WARNING, INFO or DEBUG (log_level) [default: INFO]
-    #[arg(long, value_name = "LEVEL")]
-    pub log_level: Option<String>,
-
-    /// Run as this user (a name or a number) once the inputs are open (uid) [default: none]
-    #[arg(long, value_name = "UID")]
-    pub uid: Option<String>,
-
-    /// Run as this group (a name or a number) once the inputs are open (gid) [default: the user's
-    /// group]
-    #[arg(long, value_name = "GID")]
-    pub gid: Option<String>,
+    #[command(flatten)]
+    pub common: bucky_proto::cli::CommonArgs,
 }
 
 /// Everything bucky-process needs, resolved from flags, config file and defaults.
@@ -117,32 +93,15 @@ impl Settings {
                 cfg.origin()
             );
         }
-        let interval = pick(
-            args.self_metrics_interval,
-            cfg,
-            "self_metrics_interval",
-            10.0,
-        )?;
-        let self_metrics = SelfMetricsOptions {
-            interval: Duration::try_from_secs_f64(interval).map_err(|_| {
-                anyhow::anyhow!("self_metrics_interval: {interval} is not a number of seconds >= 0")
-            })?,
-            prefix: pick(
-                args.self_metrics_prefix.clone(),
-                cfg,
-                "self_metrics_prefix",
-                "bucky".into(),
-            )?,
-        };
-        let level_name = pick(args.log_level.clone(), cfg, "log_level", "INFO".into())?;
+        let common = args.common.resolve(cfg)?;
         Ok(Settings {
             rules,
             lua,
             drop_on_error: args.drop_on_error || cfg.get_or("processor_drop_on_error", false)?,
-            self_metrics,
-            log_level: bucky_proto::log::parse_level(&level_name)?,
-            uid: bucky_proto::privs::id_setting(&args.uid, cfg, "uid")?,
-            gid: bucky_proto::privs::id_setting(&args.gid, cfg, "gid")?,
+            self_metrics: common.self_metrics,
+            log_level: common.log_level,
+            uid: common.uid,
+            gid: common.gid,
         })
     }
 
@@ -374,7 +333,7 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 /// The whole program after argument parsing: returns the process exit code.
 pub fn main_with(args: Args) -> anyhow::Result<u8> {
     bucky_proto::log::init("bucky-process", log::LevelFilter::Info);
-    let cfg = load_config(args.config.as_deref())?;
+    let cfg = load_config(args.common.config.as_deref())?;
     let settings = Settings::resolve(&args, &cfg)?;
     log::set_max_level(settings.log_level);
     let mut processor = settings.processor()?;

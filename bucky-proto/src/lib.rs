@@ -52,6 +52,7 @@
 //! without a reader ever seeing half a line.
 
 pub mod capture;
+pub mod cli;
 pub mod config;
 pub mod io;
 pub mod log;

@@ -55,10 +55,6 @@ const STOP_WAIT: Duration = Duration::from_secs(5);
         is flushed before exiting."
 )]
 pub struct Args {
-    /// Config file: TOML, or an original bucky config (Python literals only).
-    #[arg(short, long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
     /// Address to receive on (statsd_ip) [default: 127.0.0.1]
     #[arg(long, value_name = "IP")]
     pub statsd_ip: Option<String>,
@@ -176,15 +172,6 @@ pub struct Args {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub tags: Option<bool>,
 
-    /// Seconds between self-metrics (bucky.statsd.*), written with a flush; 0 turns them off
-    /// (self_metrics_interval) [default: 10]
-    #[arg(long, value_name = "SECS")]
-    pub self_metrics_interval: Option<f64>,
-
-    /// First component of the self-metric names (self_metrics_prefix) [default: bucky]
-    #[arg(long, value_name = "PREFIX")]
-    pub self_metrics_prefix: Option<String>,
-
     /// Record every UDP datagram received (arrival time, source, bytes) to FILE
     #[arg(long, value_name = "FILE")]
     pub capture: Option<PathBuf>,
@@ -204,18 +191,8 @@ pub struct Args {
     #[arg(long)]
     pub no_progress: bool,
 
-    /// CRITICAL, ERROR, WARNING, INFO or DEBUG (log_level) [default: INFO]
-    #[arg(long, value_name = "LEVEL")]
-    pub log_level: Option<String>,
-
-    /// Run as this user (a name or a number) once the sockets are bound (uid) [default: none]
-    #[arg(long, value_name = "UID")]
-    pub uid: Option<String>,
-
-    /// Run as this group (a name or a number) once the sockets are bound (gid)
-    /// [default: the user's group]
-    #[arg(long, value_name = "GID")]
-    pub gid: Option<String>,
+    #[command(flatten)]
+    pub common: bucky_proto::cli::CommonArgs,
 }
 
 /// Everything bucky-statsd needs, resolved from flags, config file and defaults.
@@ -249,11 +226,6 @@ pub struct ReplaySettings {
     pub files: Vec<PathBuf>,
     pub pace: Pace,
     pub progress: bool,
-}
-
-fn seconds(key: &str, v: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(v)
-        .with_context(|| format!("{key}: {v} is not a number of seconds >= 0"))
 }
 
 fn resolve(ip: &str, port: u16) -> anyhow::Result<SocketAddr> {
@@ -400,24 +372,7 @@ impl Settings {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let self_metrics = SelfMetricsOptions {
-            interval: seconds(
-                "self_metrics_interval",
-                pick(
-                    args.self_metrics_interval,
-                    cfg,
-                    "self_metrics_interval",
-                    10.0,
-                )?,
-            )?,
-            prefix: pick(
-                args.self_metrics_prefix.clone(),
-                cfg,
-                "self_metrics_prefix",
-                "bucky".into(),
-            )?,
-        };
-        let level_name = pick(args.log_level.clone(), cfg, "log_level", "INFO".into())?;
+        let common = args.common.resolve(cfg)?;
         let pace = match args.replay_pace.as_deref() {
             None | Some("fast") => Pace::Fast,
             Some("recorded") => Pace::Recorded,
@@ -442,10 +397,10 @@ impl Settings {
             tags: pick(args.tags, cfg, "statsd_tags_enabled", true)?,
             flush,
             gauges_file,
-            self_metrics,
-            log_level: bucky_proto::log::parse_level(&level_name)?,
-            uid: bucky_proto::privs::id_setting(&args.uid, cfg, "uid")?,
-            gid: bucky_proto::privs::id_setting(&args.gid, cfg, "gid")?,
+            self_metrics: common.self_metrics,
+            log_level: common.log_level,
+            uid: common.uid,
+            gid: common.gid,
             capture: args.capture.clone(),
             replay,
         })
@@ -934,7 +889,7 @@ fn raw_stdout() -> anyhow::Result<std::fs::File> {
 /// The whole program after argument parsing: returns the process exit code.
 pub fn main_with(args: Args) -> anyhow::Result<u8> {
     bucky_proto::log::init("bucky-statsd", log::LevelFilter::Info);
-    let cfg = load_config(args.config.as_deref())?;
+    let cfg = load_config(args.common.config.as_deref())?;
     let settings = Settings::resolve(&args, &cfg)?;
     log::set_max_level(settings.log_level);
     let shutdown = Shutdown::on_signals().context("installing signal handlers")?;
