@@ -111,7 +111,10 @@ mod tests {
         assert_eq!(c.log_level, log::LevelFilter::Debug);
         assert_eq!(c.uid.as_deref(), Some("nobody"));
         assert_eq!(c.gid, None);
-        let d = Args::parse_from(["t"]).common.resolve(&Config::empty()).unwrap();
+        let d = Args::parse_from(["t"])
+            .common
+            .resolve(&Config::empty())
+            .unwrap();
         assert_eq!(d.self_metrics, SelfMetricsOptions::default());
         assert_eq!(d.log_level, log::LevelFilter::Info);
         let bad = Args::parse_from(["t", "--self-metrics-interval=-1"]);
