@@ -321,8 +321,6 @@ fn grow_pipe(out: &impl AsFd) {
     }
 }
 
-/// A user or group: the flag, else the config key (a name, or a number as the original
-/// allowed), else none.
 /// Loads the config named by `--config`, warning about unknown keys.
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     let cfg = Config::load_optional(path)?;
