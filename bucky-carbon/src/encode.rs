@@ -67,6 +67,12 @@ impl Encoder {
 
     /// Adds one sample; returns a batch when one is full.
     pub fn push(&mut self, f: &Fields<'_>) -> Option<Batch> {
+        if self.protocol == Protocol::Plaintext {
+            // The path goes straight into the batch.
+            self.namer
+                .push_path_bytes(&mut self.current.bytes, f.host, f.name);
+            return self.push_numbers(f);
+        }
         let mut path = std::mem::take(&mut self.path_buf);
         path.clear();
         self.namer.push_path_bytes(&mut path, f.host, f.name);
@@ -80,18 +86,8 @@ impl Encoder {
     pub fn push_named(&mut self, path: &[u8], f: &Fields<'_>) -> Option<Batch> {
         match self.protocol {
             Protocol::Plaintext => {
-                let out = &mut self.current.bytes;
-                out.extend_from_slice(path);
-                out.push(b' ');
-                out.extend_from_slice(f.value);
-                out.push(b' ');
-                out.extend_from_slice(f.timestamp);
-                out.push(b'\n');
-                self.current.samples += 1;
-                if self.current.bytes.len() >= PLAINTEXT_BATCH_BYTES {
-                    return Some(self.take_current());
-                }
-                None
+                self.current.bytes.extend_from_slice(path);
+                self.push_numbers(f)
             }
             Protocol::Pickle { points_per_frame } => {
                 let s = f.sample();
@@ -103,6 +99,26 @@ impl Encoder {
                 None
             }
         }
+    }
+
+    /// Plaintext: ends the line whose path is already in the batch.
+    fn push_numbers(&mut self, f: &Fields<'_>) -> Option<Batch> {
+        let out = &mut self.current.bytes;
+        out.push(b' ');
+        match f.numbers {
+            Some(numbers) => out.extend_from_slice(numbers),
+            None => {
+                out.extend_from_slice(f.value);
+                out.push(b' ');
+                out.extend_from_slice(f.timestamp);
+            }
+        }
+        out.push(b'\n');
+        self.current.samples += 1;
+        if self.current.bytes.len() >= PLAINTEXT_BATCH_BYTES {
+            return Some(self.take_current());
+        }
+        None
     }
 
     /// The naming rules this encoder applies in [`Encoder::push`].

@@ -59,6 +59,7 @@ pub mod log;
 pub mod naming;
 pub mod privs;
 pub mod sample;
+pub mod scan;
 pub mod shutdown;
 pub mod stats;
 pub mod udp;

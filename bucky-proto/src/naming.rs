@@ -3,7 +3,9 @@
 //! The receivers emit raw names; `bucky-carbon` applies these rules just before writing, so
 //! the processor and every tool in between see the raw names, as in the original.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 
 /// The naming options, with the original's key names and defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,20 +90,25 @@ impl Namer {
 
     /// [`push_path`](Self::push_path) over bytes, for writers that never convert to `str`.
     pub fn push_path_bytes(&self, out: &mut Vec<u8>, host: Option<&[u8]>, name: &[u8]) {
-        let (path, tags) = match name.iter().position(|&c| c == b';') {
-            Some(i) => name.split_at(i),
-            None => (name, &b""[..]),
-        };
         let host = host.filter(|h| !h.is_empty());
-        if host.is_none()
-            && self.head.is_empty()
-            && self.tail.is_empty()
-            && !(self.strip_duplicates && has_adjacent_duplicate(path))
-        {
-            // The common StatsD case: the rules leave the name as it is.
-            out.extend_from_slice(name);
-            return;
+        if host.is_none() && self.head.is_empty() && self.tail.is_empty() {
+            // The common StatsD case: the rules leave the name as it is unless it repeats a
+            // component. One scan finds the tags and the dots.
+            let unchanged = !self.strip_duplicates
+                || match crate::scan::bitmap2(name, b';', b'.') {
+                    Some((semis, dots)) => {
+                        let end = semis.trailing_zeros().min(name.len() as u32);
+                        let below = if end >= 128 { !0 } else { (1u128 << end) - 1 };
+                        !has_adjacent_duplicate_in(&name[..end as usize], dots & below)
+                    }
+                    None => !has_adjacent_duplicate(split_tags(name).0),
+                };
+            if unchanged {
+                out.extend_from_slice(name);
+                return;
+            }
         }
+        let (path, tags) = split_tags(name);
         let mut w = PathWriter {
             out,
             last: None,
@@ -167,11 +174,32 @@ impl Namer {
 #[derive(Debug, Clone)]
 pub struct CachedNamer {
     namer: Namer,
-    paths: HashMap<Vec<u8>, Box<[u8]>, foldhash::fast::RandomState>,
-    key: Vec<u8>,
+    /// Hashed over (host, name); looked up without building a key.
+    paths: HashTable<Named>,
+    hasher: foldhash::fast::RandomState,
     capacity: usize,
     /// Host-less names pass through the rules unchanged unless these say otherwise.
     rules_touch_bare_names: bool,
+}
+
+/// One remembered series: `host`, `name` and the path, back to back in one allocation.
+#[derive(Debug, Clone)]
+struct Named {
+    hash: u64,
+    host_len: u32,
+    name_len: u32,
+    bytes: Box<[u8]>,
+}
+
+impl Named {
+    fn is(&self, host: &[u8], name: &[u8]) -> bool {
+        let (h, rest) = self.bytes.split_at(self.host_len as usize);
+        self.name_len as usize == name.len() && h == host && rest[..name.len()] == *name
+    }
+
+    fn path(&self) -> &[u8] {
+        &self.bytes[(self.host_len + self.name_len) as usize..]
+    }
 }
 
 impl CachedNamer {
@@ -179,8 +207,8 @@ impl CachedNamer {
         let rules_touch_bare_names = !namer.head.is_empty() || !namer.tail.is_empty();
         CachedNamer {
             namer,
-            paths: HashMap::with_hasher(Default::default()),
-            key: Vec::with_capacity(256),
+            paths: HashTable::new(),
+            hasher: Default::default(),
             capacity: capacity.max(1),
             rules_touch_bare_names,
         }
@@ -194,22 +222,32 @@ impl CachedNamer {
             self.namer.push_path_bytes(out, None, name);
             return;
         }
-        self.key.clear();
-        self.key.extend_from_slice(host.unwrap_or_default());
-        // A newline never occurs inside a field, so it separates host from name unambiguously.
-        self.key.push(b'\n');
-        self.key.extend_from_slice(name);
-        if let Some(path) = self.paths.get(self.key.as_slice()) {
-            out.extend_from_slice(path);
+        let host = host.unwrap_or_default();
+        let hash = self.hasher.hash_one((host, name));
+        if let Some(named) = self.paths.find(hash, |e| e.is(host, name)) {
+            out.extend_from_slice(named.path());
             return;
         }
         let start = out.len();
-        self.namer.push_path_bytes(out, host, name);
+        self.namer.push_path_bytes(out, Some(host), name);
+        let (Ok(host_len), Ok(name_len)) = (u32::try_from(host.len()), u32::try_from(name.len()))
+        else {
+            return;
+        };
         if self.paths.len() >= self.capacity {
             self.paths.clear();
         }
-        self.paths
-            .insert(self.key.clone(), out[start..].to_vec().into_boxed_slice());
+        let bytes = [host, name, &out[start..]].concat().into_boxed_slice();
+        self.paths.insert_unique(
+            hash,
+            Named {
+                hash,
+                host_len,
+                name_len,
+                bytes,
+            },
+            |e| e.hash,
+        );
     }
 
     /// The rules themselves.
@@ -227,8 +265,48 @@ impl CachedNamer {
     }
 }
 
+/// The path and the Graphite tags (`;k=v...`, kept as they are) of a name.
+fn split_tags(name: &[u8]) -> (&[u8], &[u8]) {
+    match memchr::memchr(b';', name) {
+        Some(i) => name.split_at(i),
+        None => (name, b""),
+    }
+}
+
 /// True when two consecutive components are equal (`a.b.b.c`), which strip_duplicates removes.
 fn has_adjacent_duplicate(path: &[u8]) -> bool {
+    match crate::scan::bitmap(path, b'.') {
+        Some(dots) => has_adjacent_duplicate_in(path, dots),
+        None => has_adjacent_duplicate_bytewise(path),
+    }
+}
+
+/// [`has_adjacent_duplicate`] given the bitmap of the dots in `path`.
+fn has_adjacent_duplicate_in(path: &[u8], mut dots: u128) -> bool {
+    // Walks the components from one dot to the next; only equal lengths need comparing.
+    let (mut prev_start, mut prev_len) = (0, usize::MAX);
+    let mut start = 0;
+    loop {
+        let end = if dots == 0 {
+            path.len()
+        } else {
+            dots.trailing_zeros() as usize
+        };
+        let len = end - start;
+        if len == prev_len && path[prev_start..prev_start + len] == path[start..end] {
+            return true;
+        }
+        if dots == 0 {
+            return false;
+        }
+        (prev_start, prev_len) = (start, len);
+        start = end + 1;
+        dots &= dots - 1;
+    }
+}
+
+/// [`has_adjacent_duplicate`] for paths too short or too long for a bitmap.
+fn has_adjacent_duplicate_bytewise(path: &[u8]) -> bool {
     // Names are short: a plain loop beats a memchr call per dot.
     let (mut prev_start, mut prev_end) = (usize::MAX, 0);
     let mut start = 0;
@@ -479,8 +557,40 @@ mod tests {
 
     proptest::proptest! {
         #[test]
+        fn duplicate_scan_agrees_with_the_bytewise_one(path in "[ab.]{0,140}") {
+            proptest::prop_assert_eq!(
+                has_adjacent_duplicate(path.as_bytes()),
+                has_adjacent_duplicate_bytewise(path.as_bytes())
+            );
+        }
+
+        #[test]
+        fn cached_namer_agrees_with_the_rules(
+            series in proptest::collection::vec(
+                (proptest::option::of("[ab.]{0,3}"), "[ab.]{0,3}|[ab.]{16,20}"),
+                1..60,
+            ),
+            prefix in proptest::option::of("[ab]{1,2}"),
+        ) {
+            let o = NamingOptions { name_prefix: prefix, ..NamingOptions::default() };
+            let plain = Namer::new(&o);
+            let mut cached = CachedNamer::new(plain.clone(), 7);
+            for _ in 0..2 {
+                for (host, name) in &series {
+                    let mut got = Vec::new();
+                    cached.push_path_bytes(&mut got, host.as_deref().map(str::as_bytes), name.as_bytes());
+                    proptest::prop_assert_eq!(
+                        String::from_utf8_lossy(&got),
+                        plain.path(host.as_deref(), name)
+                    );
+                }
+            }
+            proptest::prop_assert!(cached.len() <= 7);
+        }
+
+        #[test]
         fn matches_the_reference(
-            name in "[ab.;=]{0,12}",
+            name in "[ab.;=]{0,12}|[ab.;=]{14,40}|[ab.;]{120,135}",
             host in proptest::option::of("[ab. ]{0,8}"),
             prefix in proptest::option::of("[ab.]{0,3}"),
             postfix in proptest::option::of("[ab.]{0,3}"),
