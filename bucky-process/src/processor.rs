@@ -3,7 +3,8 @@
 //! Nothing is allocated per line: the fields are slices of the input line; a renamed name or
 //! host goes into one of two reusable buffers (each rename reads one and writes the other);
 //! numbers are converted only when a rule needs them, and an unchanged value or timestamp is
-//! copied out as the text it came in.
+//! copied out as the text it came in. What each run of name-and-host rules does to a series
+//! is remembered ([`memo`]), so a series seen before skips their regexes.
 
 use bucky_proto::log::{suppressed_note, RateLimit};
 use bucky_proto::sample::{push_number, split_line, LineError};
@@ -11,6 +12,10 @@ use regex::bytes::{CaptureLocations, RegexSet};
 
 use crate::lua::{LuaProcessor, Returned, Verdict};
 use crate::rules::{Cond, Field, Pattern, Piece, Rule};
+
+mod memo;
+
+use memo::{Fate, HostOut, Memo, Outcome};
 
 /// What bucky-process counts; emitted as `bucky.process.<name>` and logged at exit.
 /// `in` = `out` + `dropped`, and `dropped` is the sum of the `dropped_*` counters.
@@ -195,6 +200,25 @@ fn split_non_finite(line: &[u8]) -> Option<([&[u8]; 4], usize, f64)> {
     (!value.is_finite() && ts.is_finite() && ts >= 0.0).then_some((fields, n, value))
 }
 
+/// Whether `field` is where the field after the one ending at `end` of `line` would be, one
+/// space after it.
+#[inline]
+fn next_field(line: &[u8], end: usize, field: &[u8]) -> bool {
+    line.get(end) == Some(&b' ') && line.as_ptr().wrapping_add(end + 1) == field.as_ptr()
+}
+
+/// The end of the timestamp when `line` starts with `name`, `value` and `timestamp` (slices
+/// of it) one space apart: then the line up to there is the output's start as it stands.
+#[inline]
+fn unchanged_head(line: &[u8], name: &[u8], value: &[u8], ts: &[u8]) -> Option<usize> {
+    let value_at = name.len();
+    let ts_at = value_at + 1 + value.len();
+    (name.as_ptr() == line.as_ptr()
+        && next_field(line, value_at, value)
+        && next_field(line, ts_at, ts))
+    .then_some(ts_at + 1 + ts.len())
+}
+
 /// One step of the run: a rule, or a run of name-only drop rules tested together.
 #[derive(Debug)]
 enum Step {
@@ -254,18 +278,279 @@ fn steps(rules: &[Rule]) -> Vec<Step> {
     steps
 }
 
+/// Whether a step only reads (and rewrites) the name and the host.
+fn is_name_host(step: &Step, rules: &[Rule]) -> bool {
+    match step {
+        Step::DropNames { .. } => true,
+        Step::Rule(i) => matches!(
+            rules[*i],
+            Rule::Drop(_) | Rule::Keep(_) | Rule::Rename { .. }
+        ),
+    }
+}
+
+/// Whether remembering a run of name-and-host steps beats running them: it does when one of
+/// them may need a regex search, or when there are several (one hash lookup against their
+/// literal comparisons).
+fn worth_remembering(run: &[Step], rules: &[Rule]) -> bool {
+    let needs_regex = |p: &Option<Pattern>| p.as_ref().is_some_and(|p| !p.is_literal());
+    run.len() >= 4
+        || run.iter().any(|s| match s {
+            Step::DropNames { .. } => true,
+            Step::Rule(i) => match &rules[*i] {
+                Rule::Drop(c) | Rule::Keep(c) => needs_regex(&c.name) || needs_regex(&c.host),
+                Rule::Rename { pattern, .. } => !pattern.is_literal(),
+                _ => false,
+            },
+        })
+}
+
+/// For each step, the memoised run starting there: its number and the step after it.
+fn memo_runs(steps: &[Step], rules: &[Rule]) -> Vec<Option<(u32, usize)>> {
+    let mut at = vec![None; steps.len()];
+    let mut id = 0u32;
+    let mut k = 0;
+    while k < steps.len() {
+        let mut end = k;
+        while end < steps.len() && is_name_host(&steps[end], rules) {
+            end += 1;
+        }
+        if end > k && worth_remembering(&steps[k..end], rules) {
+            at[k] = Some((id, end));
+            id += 1;
+        }
+        k = end.max(k + 1);
+    }
+    at
+}
+
+/// A sample's name and host as the rules go: where the text of each is now.
+#[derive(Debug, Clone, Copy)]
+struct NameHost<'l> {
+    line_name: &'l [u8],
+    line_host: &'l [u8],
+    name: Src,
+    host: Src,
+}
+
+/// The two scratch buffers of the name and of the host.
+#[derive(Debug)]
+struct Bufs {
+    names: [Vec<u8>; 2],
+    hosts: [Vec<u8>; 2],
+}
+
+impl NameHost<'_> {
+    fn name<'a>(&'a self, b: &'a Bufs) -> &'a [u8] {
+        text(self.name, self.line_name, &b.names)
+    }
+
+    fn host<'a>(&'a self, b: &'a Bufs) -> &'a [u8] {
+        text(self.host, self.line_host, &b.hosts)
+    }
+
+    /// The host, `None` when the sample has none.
+    fn host_opt<'a>(&'a self, b: &'a Bufs) -> Option<&'a [u8]> {
+        (self.host != Src::None).then(|| self.host(b))
+    }
+}
+
+/// Runs one step that reads only the name and host (see [`is_name_host`]); renames are counted
+/// here, drops by the caller.
+fn name_host_step(
+    step: &Step,
+    rules: &[Rule],
+    locs: &mut [Option<CaptureLocations>],
+    nh: &mut NameHost<'_>,
+    bufs: &mut Bufs,
+    c: &mut Counters,
+) -> Fate {
+    let i = match step {
+        Step::Rule(i) => *i,
+        Step::DropNames { members, set } => {
+            let name_now = nh.name(bufs);
+            // The literal quick tests first: usually none or one regex is left.
+            let mut left = members
+                .iter()
+                .filter_map(|&m| name_only_drop(&rules[m]))
+                .filter(|p| p.may_match(name_now));
+            let dropped = match (left.next(), left.next()) {
+                (None, _) => false,
+                (Some(p), None) => p.regex.is_match(name_now),
+                (Some(_), Some(_)) => set.is_match(name_now),
+            };
+            return if dropped { Fate::Drop } else { Fate::Pass };
+        }
+    };
+    match &rules[i] {
+        Rule::Drop(cond) if cond.matches(nh.name(bufs), nh.host(bufs)) => Fate::Drop,
+        Rule::Keep(cond) if !cond.matches(nh.name(bufs), nh.host(bufs)) => Fate::Keep,
+        Rule::Rename {
+            field,
+            pattern,
+            template,
+        } => {
+            let Some(locs) = locs[i].as_mut() else {
+                return Fate::Pass;
+            };
+            let (src, line_field, bufs) = match field {
+                Field::Name => (nh.name, nh.line_name, &mut bufs.names),
+                Field::Host => (nh.host, nh.line_host, &mut bufs.hosts),
+            };
+            if src == Src::None {
+                return Fate::Pass;
+            }
+            let new = rewrite(src, line_field, bufs, |from, to| {
+                if !pattern.may_match(from) {
+                    return false;
+                }
+                let end = match pattern.literal_match(from) {
+                    Some(None) => return false,
+                    Some(Some((start, end))) => {
+                        to.extend_from_slice(&from[..start]);
+                        expand_whole(template, &from[start..end], to);
+                        end
+                    }
+                    None => {
+                        let Some(m) = pattern.regex.captures_read(locs, from) else {
+                            return false;
+                        };
+                        to.extend_from_slice(&from[..m.start()]);
+                        expand(template, from, locs, to);
+                        m.end()
+                    }
+                };
+                to.extend_from_slice(&from[end..]);
+                true
+            });
+            if let Some(new) = new {
+                let empty = text(new, line_field, bufs).is_empty();
+                match field {
+                    Field::Name if empty => c.rename_errors += 1,
+                    Field::Name => {
+                        nh.name = new;
+                        c.renamed += 1;
+                    }
+                    Field::Host => {
+                        nh.host = if empty { Src::None } else { new };
+                        c.renamed += 1;
+                    }
+                }
+            }
+            Fate::Pass
+        }
+        _ => Fate::Pass,
+    }
+}
+
+/// Runs `steps` (all of them name-and-host steps) until one drops the sample.
+fn name_host_steps(
+    steps: &[Step],
+    rules: &[Rule],
+    locs: &mut [Option<CaptureLocations>],
+    nh: &mut NameHost<'_>,
+    bufs: &mut Bufs,
+    c: &mut Counters,
+) -> Fate {
+    for step in steps {
+        let fate = name_host_step(step, rules, locs, nh, bufs, c);
+        if fate != Fate::Pass {
+            return fate;
+        }
+    }
+    Fate::Pass
+}
+
+/// Puts `new` in the free buffer and returns where it went.
+fn replace(src: Src, line: &[u8], bufs: &mut [Vec<u8>; 2], new: &[u8]) -> Src {
+    rewrite(src, line, bufs, |_, to| {
+        to.extend_from_slice(new);
+        true
+    })
+    .unwrap_or(src)
+}
+
+/// Runs memoised run number `run` (`steps`) on the sample: from the memo when it has seen
+/// this name and host, else by running the steps (and remembering what they did).
+#[allow(clippy::too_many_arguments)]
+fn memo_run(
+    memo: &mut Memo,
+    run: u32,
+    steps: &[Step],
+    rules: &[Rule],
+    locs: &mut [Option<CaptureLocations>],
+    nh: &mut NameHost<'_>,
+    bufs: &mut Bufs,
+    c: &mut Counters,
+) -> Fate {
+    let name = nh.name(bufs);
+    let host = nh.host_opt(bufs);
+    if !memo::fits(name) || !host.map_or(true, memo::fits) {
+        return name_host_steps(steps, rules, locs, nh, bufs, c);
+    }
+    let hash = memo.hash(run, name, host);
+    if let Some(o) = memo.get(hash, run, name, host) {
+        c.renamed += u64::from(o.renamed);
+        c.rename_errors += u64::from(o.rename_errors);
+        if o.fate == Fate::Pass {
+            if let Some(new) = o.name {
+                nh.name = replace(nh.name, nh.line_name, &mut bufs.names, new);
+            }
+            match o.host {
+                HostOut::Same => {}
+                HostOut::Absent => nh.host = Src::None,
+                HostOut::New(new) => {
+                    nh.host = replace(nh.host, nh.line_host, &mut bufs.hosts, new);
+                }
+            }
+        }
+        return o.fate;
+    }
+    // The key, copied before the steps overwrite the buffers it may be in.
+    let mut key = Vec::with_capacity(name.len() + host.map_or(0, <[u8]>::len));
+    key.extend_from_slice(name);
+    key.extend_from_slice(host.unwrap_or_default());
+    let (name_len, had_host) = (name.len(), host.is_some());
+    let (renamed, rename_errors) = (c.renamed, c.rename_errors);
+    let fate = name_host_steps(steps, rules, locs, nh, bufs, c);
+    let (name_in, host_in) = key.split_at(name_len);
+    let host_in = had_host.then_some(host_in);
+    let name_out = nh.name(bufs);
+    let host_out = nh.host_opt(bufs);
+    let out = Outcome {
+        fate,
+        // At most one per rule.
+        renamed: u32::try_from(c.renamed - renamed).unwrap_or(u32::MAX),
+        rename_errors: u32::try_from(c.rename_errors - rename_errors).unwrap_or(u32::MAX),
+        // Only what can be seen is remembered: the texts, not which buffer holds them.
+        name: (fate == Fate::Pass && name_out != name_in).then_some(name_out),
+        host: match (host_in, host_out) {
+            _ if fate != Fate::Pass => HostOut::Same,
+            (_, None) if host_in.is_some() => HostOut::Absent,
+            (Some(a), Some(b)) if a != b => HostOut::New(b),
+            (None, Some(b)) => HostOut::New(b),
+            _ => HostOut::Same,
+        },
+    };
+    memo.insert(hash, run, name_in, host_in, out);
+    fate
+}
+
 /// The rules (and the Lua function) ready to run.
 #[derive(Debug)]
 pub struct Processor {
     rules: Vec<Rule>,
     /// The rules as run: runs of consecutive name-only drop rules are merged into one step.
     steps: Vec<Step>,
+    /// For each step, the memoised run of name-and-host steps that starts there, if any: its
+    /// number in `memo` and the step after it.
+    memo_at: Vec<Option<(u32, usize)>>,
+    memo: Memo,
     /// Capture locations of each rename rule, by rule index.
     locs: Vec<Option<CaptureLocations>>,
     lua: Option<LuaProcessor>,
     drop_on_error: bool,
-    names: [Vec<u8>; 2],
-    hosts: [Vec<u8>; 2],
+    bufs: Bufs,
     pub counters: Counters,
     bad_log: RateLimit,
     lua_log: RateLimit,
@@ -273,8 +558,20 @@ pub struct Processor {
 
 impl Processor {
     /// `rules` run in order; the Lua function, when given, runs at the `lua` rule or, without
-    /// one, after all the rules.
-    pub fn new(mut rules: Vec<Rule>, lua: Option<LuaProcessor>, drop_on_error: bool) -> Processor {
+    /// one, after all the rules. What the name-and-host rules do to each series is remembered
+    /// for up to 100,000 series.
+    pub fn new(rules: Vec<Rule>, lua: Option<LuaProcessor>, drop_on_error: bool) -> Processor {
+        Processor::with_memo(rules, lua, drop_on_error, memo::DEFAULT_CAPACITY)
+    }
+
+    /// [`Processor::new`] remembering up to `series` series (0: none; every sample runs every
+    /// rule). The output and the counters are the same whatever `series` is.
+    pub fn with_memo(
+        mut rules: Vec<Rule>,
+        lua: Option<LuaProcessor>,
+        drop_on_error: bool,
+        series: usize,
+    ) -> Processor {
         if lua.is_some() && !rules.iter().any(|r| matches!(r, Rule::Lua)) {
             rules.push(Rule::Lua);
         }
@@ -285,14 +582,24 @@ impl Processor {
                 _ => None,
             })
             .collect();
+        let steps = steps(&rules);
+        let memo_at = if series == 0 {
+            vec![None; steps.len()]
+        } else {
+            memo_runs(&steps, &rules)
+        };
         Processor {
-            steps: steps(&rules),
+            memo_at,
+            memo: Memo::new(series),
+            steps,
             rules,
             locs,
             lua,
             drop_on_error,
-            names: [Vec::with_capacity(256), Vec::with_capacity(256)],
-            hosts: [Vec::with_capacity(256), Vec::with_capacity(256)],
+            bufs: Bufs {
+                names: [Vec::with_capacity(256), Vec::with_capacity(256)],
+                hosts: [Vec::with_capacity(256), Vec::with_capacity(256)],
+            },
             counters: Counters::default(),
             bad_log: RateLimit::default(),
             lua_log: RateLimit::default(),
@@ -333,8 +640,12 @@ impl Processor {
         };
         self.counters.lines_in += 1;
         let [line_name, line_value, line_ts, line_host] = fields;
-        let mut name = Src::Line;
-        let mut host = if n == 4 { Src::Line } else { Src::None };
+        let mut nh = NameHost {
+            line_name,
+            line_host,
+            name: Src::Line,
+            host: if n == 4 { Src::Line } else { Src::None },
+        };
         // The numbers as text while unchanged, converted when a rule needs them.
         let mut value_text = Some(line_value);
         let mut ts_text = Some(line_ts);
@@ -343,106 +654,52 @@ impl Processor {
         let Processor {
             rules,
             steps,
+            memo_at,
+            memo,
             locs,
             lua,
             drop_on_error,
-            names,
-            hosts,
+            bufs,
             counters: c,
             lua_log,
             ..
         } = self;
-        for step in steps.iter() {
-            let i = match step {
-                Step::Rule(i) => *i,
-                Step::DropNames { members, set } => {
-                    let name_now = text(name, line_name, names);
-                    // The literal quick tests first: usually none or one regex is left.
-                    let mut left = members
-                        .iter()
-                        .filter_map(|&m| name_only_drop(&rules[m]))
-                        .filter(|p| p.may_match(name_now));
-                    let dropped = match (left.next(), left.next()) {
-                        (None, _) => false,
-                        (Some(p), None) => p.regex.is_match(name_now),
-                        (Some(_), Some(_)) => set.is_match(name_now),
-                    };
-                    if dropped {
-                        c.dropped_drop += 1;
-                        return;
+        let mut k = 0;
+        while k < steps.len() {
+            // The fate of the name-and-host steps run, or the other rule to run.
+            let (fate, other) = match memo_at[k] {
+                Some((run, end)) => {
+                    let fate = memo_run(memo, run, &steps[k..end], rules, locs, &mut nh, bufs, c);
+                    k = end;
+                    (fate, None)
+                }
+                None => {
+                    let step = &steps[k];
+                    k += 1;
+                    match step {
+                        _ if is_name_host(step, rules) => {
+                            (name_host_step(step, rules, locs, &mut nh, bufs, c), None)
+                        }
+                        Step::Rule(i) => (Fate::Pass, Some(*i)),
+                        Step::DropNames { .. } => (Fate::Pass, None),
                     }
-                    continue;
                 }
             };
-            let rule = &rules[i];
-            match rule {
-                Rule::Drop(cond) => {
-                    if cond.matches(text(name, line_name, names), text(host, line_host, hosts)) {
-                        c.dropped_drop += 1;
-                        return;
-                    }
+            match fate {
+                Fate::Pass => {}
+                Fate::Drop => {
+                    c.dropped_drop += 1;
+                    return;
                 }
-                Rule::Keep(cond) => {
-                    if !cond.matches(text(name, line_name, names), text(host, line_host, hosts)) {
-                        c.dropped_keep += 1;
-                        return;
-                    }
+                Fate::Keep => {
+                    c.dropped_keep += 1;
+                    return;
                 }
-                Rule::Rename {
-                    field,
-                    pattern,
-                    template,
-                } => {
-                    let Some(locs) = locs[i].as_mut() else {
-                        continue;
-                    };
-                    let (src, line_field, bufs) = match field {
-                        Field::Name => (name, line_name, &mut *names),
-                        Field::Host => (host, line_host, &mut *hosts),
-                    };
-                    if src == Src::None {
-                        continue;
-                    }
-                    let new = rewrite(src, line_field, bufs, |from, to| {
-                        if !pattern.may_match(from) {
-                            return false;
-                        }
-                        let end = match pattern.literal_match(from) {
-                            Some(None) => return false,
-                            Some(Some((start, end))) => {
-                                to.extend_from_slice(&from[..start]);
-                                expand_whole(template, &from[start..end], to);
-                                end
-                            }
-                            None => {
-                                let Some(m) = pattern.regex.captures_read(locs, from) else {
-                                    return false;
-                                };
-                                to.extend_from_slice(&from[..m.start()]);
-                                expand(template, from, locs, to);
-                                m.end()
-                            }
-                        };
-                        to.extend_from_slice(&from[end..]);
-                        true
-                    });
-                    if let Some(new) = new {
-                        match field {
-                            Field::Name if text(new, line_name, names).is_empty() => {
-                                c.rename_errors += 1;
-                            }
-                            Field::Name => {
-                                name = new;
-                                c.renamed += 1;
-                            }
-                            Field::Host => {
-                                let empty = text(new, line_host, hosts).is_empty();
-                                host = if empty { Src::None } else { new };
-                                c.renamed += 1;
-                            }
-                        }
-                    }
-                }
+            }
+            let Some(i) = other else {
+                continue;
+            };
+            match &rules[i] {
                 Rule::TimeWindow { future, past } => {
                     let above = future.map(|f| now + f);
                     let below = past.map(|p| now - p);
@@ -479,10 +736,10 @@ impl Processor {
                     let t = *ts.get_or_insert_with(|| parse_f64(ts_text.unwrap_or_default()));
                     // The result goes to the buffers not holding the current name and host,
                     // which the call reads.
-                    let name_dest = usize::from(name == Src::Buf(0));
-                    let host_dest = usize::from(host == Src::Buf(0));
-                    let [n0, n1] = &mut *names;
-                    let [h0, h1] = &mut *hosts;
+                    let name_dest = usize::from(nh.name == Src::Buf(0));
+                    let host_dest = usize::from(nh.host == Src::Buf(0));
+                    let [n0, n1] = &mut bufs.names;
+                    let [h0, h1] = &mut bufs.hosts;
                     let (name_out, name_keep) = if name_dest == 0 {
                         (n0, &*n1)
                     } else {
@@ -493,14 +750,14 @@ impl Processor {
                     } else {
                         (h1, &*h0)
                     };
-                    let name_now = match name {
+                    let name_now = match nh.name {
                         Src::Buf(_) => name_keep.as_slice(),
-                        _ => line_name,
+                        _ => nh.line_name,
                     };
-                    let host_now = match host {
+                    let host_now = match nh.host {
                         Src::None => None,
                         Src::Buf(_) => Some(host_keep.as_slice()),
-                        Src::Line => Some(line_host),
+                        Src::Line => Some(nh.line_host),
                     };
                     // Both were checked as UTF-8 (by the line reader or the last Lua call).
                     let name_now = std::str::from_utf8(name_now).unwrap_or_default();
@@ -518,10 +775,10 @@ impl Processor {
                             timestamp: nt,
                         }) => {
                             if new_name == Returned::New {
-                                name = Src::Buf(name_dest);
+                                nh.name = Src::Buf(name_dest);
                             }
-                            host = match new_host {
-                                Returned::Same => host,
+                            nh.host = match new_host {
+                                Returned::Same => nh.host,
                                 Returned::New => Src::Buf(host_dest),
                                 Returned::Absent => Src::None,
                             };
@@ -557,6 +814,8 @@ impl Processor {
                         }
                     }
                 }
+                // Run above, as name-and-host steps.
+                Rule::Drop(_) | Rule::Keep(_) | Rule::Rename { .. } => {}
             }
         }
         if !finite {
@@ -571,20 +830,41 @@ impl Processor {
             return;
         }
         c.out += 1;
-        out.extend_from_slice(text(name, line_name, names));
-        out.push(b' ');
-        match value_text {
-            Some(t) => out.extend_from_slice(t),
-            None => push_number(out, value.unwrap_or_default()),
-        }
-        out.push(b' ');
-        match ts_text {
-            Some(t) => out.extend_from_slice(t),
-            None => push_number(out, ts.unwrap_or_default()),
-        }
-        if host != Src::None {
+        // Most lines come out as they came in, or with only a new host: what is unchanged is
+        // copied from the line in one go.
+        let head = match (nh.name, value_text, ts_text) {
+            (Src::Line, Some(v), Some(t)) => unchanged_head(line, line_name, v, t),
+            _ => None,
+        };
+        let host_too = match head {
+            Some(end) => {
+                let whole = nh.host == Src::Line && next_field(line, end, line_host);
+                let end = if whole {
+                    end + 1 + line_host.len()
+                } else {
+                    end
+                };
+                out.extend_from_slice(&line[..end]);
+                whole
+            }
+            None => {
+                out.extend_from_slice(nh.name(bufs));
+                out.push(b' ');
+                match value_text {
+                    Some(t) => out.extend_from_slice(t),
+                    None => push_number(out, value.unwrap_or_default()),
+                }
+                out.push(b' ');
+                match ts_text {
+                    Some(t) => out.extend_from_slice(t),
+                    None => push_number(out, ts.unwrap_or_default()),
+                }
+                false
+            }
+        };
+        if nh.host != Src::None && !host_too {
             out.push(b' ');
-            out.extend_from_slice(text(host, line_host, hosts));
+            out.extend_from_slice(nh.host(bufs));
         }
         out.push(b'\n');
     }

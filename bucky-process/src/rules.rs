@@ -112,6 +112,11 @@ impl Pattern {
         }
     }
 
+    /// Whether a match is found by comparing bytes alone, without the regex.
+    pub fn is_literal(&self) -> bool {
+        self.whole.is_some()
+    }
+
     /// False when `text` cannot match (a quick test); true when it may.
     #[inline]
     pub fn may_match(&self, text: &[u8]) -> bool {

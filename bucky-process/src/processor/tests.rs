@@ -307,3 +307,216 @@ fn consecutive_name_drops_run_as_one_set() {
     }
     assert_eq!(p.counters.dropped_drop, 7);
 }
+
+/// Rules for the memo's equivalence test: every kind, some that only a regex decides, some
+/// that a literal does, renames to an empty name or host and to the same text.
+const MEMO_RULES: &[&str] = &[
+    r#"{ action = "drop", name = '^a\.x' }"#,
+    r#"{ action = "drop", name = 'tmp' }"#,
+    r#"{ action = "drop", host = '^cache' }"#,
+    r#"{ action = "keep", name = '^(a|b|c|h|x)' }"#,
+    r#"{ action = "keep", host = 'o' }"#,
+    r#"{ action = "rename", name = '^a\.(\w+)\.', to = 'b.$1.' }"#,
+    r#"{ action = "rename", name = '^b', to = 'c' }"#,
+    r#"{ action = "rename", name = '^c\.y$', to = '' }"#,
+    r#"{ action = "rename", field = "host", host = '\.example\.com$', to = '' }"#,
+    r#"{ action = "rename", field = "host", host = '^(\w+)$', to = '' }"#,
+    r#"{ action = "rename", field = "host", host = 'web', to = 'web' }"#,
+    r#"{ action = "rename", field = "host", host = '^db(\d)', to = 'x$1' }"#,
+    r#"{ action = "drop", name = 'z$', host = 'db' }"#,
+    r#"{ action = "rename", name = '(?P<all>^h.*)', to = 'x.${all}' }"#,
+    r#"{ action = "time_window", future = 60, past = 120 }"#,
+    r#"{ action = "drop_non_finite" }"#,
+    r#"{ action = "lua" }"#,
+];
+
+const MEMO_LUA: &str = "return function(h, n, v, t)\n\
+    if n:find('lua_drop') then return end\n\
+    if h == 'db1' then return nil, n .. '.l', v, t end\n\
+    if not h and n:find('^c') then return 'added.example.com', n, v, t end\n\
+    return h, n, v, t end";
+
+const MEMO_NAMES: &[&str] = &[
+    "a.x.1",
+    "a.y.tmp",
+    "a.w.q",
+    "b.z",
+    "c.y",
+    "h.q",
+    "lua_drop.a",
+    "d.e.z",
+    "x.é",
+];
+const MEMO_HOSTS: &[Option<&str>] = &[
+    None,
+    Some("web1.example.com"),
+    Some("db1"),
+    Some("db2.example.com"),
+    Some("cache2.example.com"),
+    Some("h.example.com.au"),
+    Some(".example.com"),
+    Some("dbz"),
+];
+const MEMO_VALUES: &[&str] = &["1", "2.5", "nan", "-inf", "-0"];
+const MEMO_OFFSETS: &[f64] = &[0.0, -100.0, -200.5, 100.0, 30.25];
+
+/// A processor of `rules` (indices into MEMO_RULES) remembering up to `series` series.
+fn memo_processor(rules: &[usize], series: usize) -> Processor {
+    let list: Vec<&str> = rules.iter().map(|&i| MEMO_RULES[i]).collect();
+    let toml = format!("processor_rules = [{}]", list.join(", "));
+    let rules = rules::from_config(&Config::parse_toml(&toml, "t.toml").unwrap()).unwrap();
+    let lua = rules
+        .iter()
+        .any(|r| matches!(r, Rule::Lua))
+        .then(|| LuaProcessor::from_source(MEMO_LUA.as_bytes(), "t.lua").unwrap());
+    Processor::with_memo(rules, lua, false, series)
+}
+
+fn memo_line((name, host, value, offset, tabs): (usize, usize, usize, usize, bool)) -> String {
+    let sep = if tabs { "\t" } else { " " };
+    let mut line = format!(
+        "{}{sep}{}{sep}{}",
+        MEMO_NAMES[name],
+        MEMO_VALUES[value],
+        NOW + MEMO_OFFSETS[offset]
+    );
+    if let Some(h) = MEMO_HOSTS[host] {
+        line.push_str(sep);
+        line.push_str(h);
+    }
+    line
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+    /// The memo changes nothing that can be seen: the same stream through the same rules
+    /// gives the same bytes and the same counters with a memo, with a memo that fills up all
+    /// the time, and without one.
+    #[test]
+    fn the_memo_changes_nothing(
+        rules in proptest::collection::vec(0..MEMO_RULES.len(), 0..9),
+        lines in proptest::collection::vec(
+            (
+                0..MEMO_NAMES.len(),
+                0..MEMO_HOSTS.len(),
+                0..MEMO_VALUES.len(),
+                0..MEMO_OFFSETS.len(),
+                proptest::bool::weighted(0.1),
+            ),
+            0..120,
+        ),
+    ) {
+        let lines: Vec<String> = lines.into_iter().map(memo_line).collect();
+        let mut outs = Vec::new();
+        for series in [0, memo::DEFAULT_CAPACITY, 3] {
+            let mut p = memo_processor(&rules, series);
+            let mut out = Vec::new();
+            for (i, l) in lines.iter().enumerate() {
+                p.process(l.as_bytes(), "test", i as u64 + 1, NOW, &mut out);
+            }
+            outs.push((String::from_utf8(out).unwrap(), p.counters));
+        }
+        proptest::prop_assert_eq!(&outs[0], &outs[1]);
+        proptest::prop_assert_eq!(&outs[0], &outs[2]);
+    }
+}
+
+#[test]
+fn the_memo_remembers_runs_of_name_and_host_rules() {
+    // Runs: [0, 1] (regexes), [3] (a literal: not worth a lookup), [5, 6] (a regex).
+    let rules = [5, 1, 14, 8, 16, 6, 9];
+    let mut p = memo_processor(&rules, memo::DEFAULT_CAPACITY);
+    assert_eq!(
+        p.memo_at,
+        [Some((0, 2)), None, None, None, None, Some((1, 7)), None]
+    );
+    let lines = [
+        "a.w.q 1 1795650000 web1.example.com",
+        "a.w.q 2 1795650000 web1.example.com",
+        "a.w.q 3 1795650000",
+        "a.y.tmp 1 1795650000",
+        "a.y.tmp 1 1795650000",
+    ];
+    let got = run(&mut p, &lines);
+    assert_eq!(
+        got,
+        [
+            "c.w.q 1 1795650000",
+            "c.w.q 2 1795650000",
+            "c.w.q 3 1795650000"
+        ]
+    );
+    // Series seen per run: 3 in the first, 2 in the second.
+    assert_eq!(p.memo.len(), 5);
+    let c = p.counters;
+    assert_eq!(
+        (c.renamed, c.dropped_drop, c.out),
+        (4 + 4 + 2 + 1 + 1, 2, 3)
+    );
+    // Without a memo, the same.
+    let mut q = memo_processor(&rules, 0);
+    assert_eq!(q.memo_at, [None; 7]);
+    assert_eq!(run(&mut q, &lines), got);
+    assert_eq!(q.counters, c);
+}
+
+#[test]
+fn long_names_and_hosts_run_the_rules_unremembered() {
+    let mut p = memo_processor(&[5, 8], memo::DEFAULT_CAPACITY);
+    let long = format!("a.{}.q", "n".repeat(memo::MAX_FIELD));
+    let host = format!("{}.example.com", "h".repeat(memo::MAX_FIELD));
+    let lines = [
+        format!("{long} 1 1795650000"),
+        format!("a.n.q 1 1795650000 {host}"),
+        format!("{long} 1 1795650000"),
+    ];
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let got = run(&mut p, &lines);
+    assert_eq!(
+        got[0],
+        format!("b.{}.q 1 1795650000", "n".repeat(memo::MAX_FIELD))
+    );
+    assert_eq!(
+        got[1],
+        format!("b.n.q 1 1795650000 {}", "h".repeat(memo::MAX_FIELD))
+    );
+    assert_eq!(got[2], got[0]);
+    assert_eq!(p.memo.len(), 0);
+    assert_eq!(p.counters.renamed, 4);
+}
+
+#[test]
+fn unchanged_fields_are_copied_as_they_came() {
+    let mut p = memo_processor(&[8], memo::DEFAULT_CAPACITY);
+    let got = run(
+        &mut p,
+        &[
+            "a 1 2 h.example.com",
+            "a 1 2 h",
+            "a\t1 2 h",
+            "a 1\t2 h.example.com",
+            "a 1 2\th",
+            " a 1 2 h",
+            "a 1 2",
+            "a 1 2 ",
+            "a 1 2\r",
+            "a 1.50 2.250 h  ",
+        ],
+    );
+    assert_eq!(
+        got,
+        [
+            "a 1 2 h",
+            "a 1 2 h",
+            "a 1 2 h",
+            "a 1 2 h",
+            "a 1 2 h",
+            "a 1 2 h",
+            "a 1 2",
+            "a 1 2",
+            "a 1 2",
+            "a 1.50 2.250 h"
+        ]
+    );
+}

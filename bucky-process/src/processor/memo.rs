@@ -1,0 +1,300 @@
+//! The per-series memo of the name-and-host rules: series come back every interval, and what a
+//! run of drop, keep and rename rules does to a sample depends on its name and host alone, so
+//! it is worked out once per series and looked up after that.
+//!
+//! Bounded: at most `capacity` entries and [`MAX_BYTES`] bytes of text; when either is full
+//! the memo starts afresh (as `bucky_proto::naming::CachedNamer` does). A name or host longer
+//! than [`MAX_FIELD`] is never remembered: its sample just runs the rules.
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+
+/// Entries of the memo unless said otherwise: more series than most installations have.
+pub const DEFAULT_CAPACITY: usize = 100_000;
+/// Longest name or host (in and out) remembered.
+pub const MAX_FIELD: usize = 512;
+/// Text bytes held at most (keys and results together).
+pub const MAX_BYTES: usize = 32 << 20;
+
+/// What a run of name-and-host rules decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    Pass,
+    /// Dropped by a `drop` rule.
+    Drop,
+    /// Dropped by a `keep` rule.
+    Keep,
+}
+
+/// The host after a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostOut<T> {
+    Same,
+    Absent,
+    New(T),
+}
+
+/// What a run did to one (name, host): its fate, the renames to count, the new texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome<T> {
+    pub fate: Fate,
+    pub renamed: u32,
+    pub rename_errors: u32,
+    /// `None`: the name's text is unchanged.
+    pub name: Option<T>,
+    pub host: HostOut<T>,
+}
+
+/// One entry, in one allocation so that a lookup touches one place in memory: a header of
+/// [`HEADER`] bytes (run u32, then u16s: key name length, key host length or [`NONE`],
+/// result name length or [`SAME`], result host length or [`SAME`] or [`NONE`], renames,
+/// rename errors; then the fate), the key name, the key host, the result name, the result host.
+type Entry = Box<[u8]>;
+
+const HEADER: usize = 17;
+const NONE: u16 = u16::MAX;
+const SAME: u16 = u16::MAX - 1;
+
+#[inline]
+fn u16_at(e: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([e[at], e[at + 1]])
+}
+
+#[inline]
+fn run_of(e: &[u8]) -> u32 {
+    u32::from_le_bytes([e[0], e[1], e[2], e[3]])
+}
+
+/// The key name and host of an entry.
+#[inline]
+fn key_of(e: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let name_len = usize::from(u16_at(e, 4));
+    let name = &e[HEADER..HEADER + name_len];
+    let host = match u16_at(e, 6) {
+        NONE => None,
+        len => Some(&e[HEADER + name_len..HEADER + name_len + usize::from(len)]),
+    };
+    (name, host)
+}
+
+/// The memo of every memoised run of a processor (the run's number is part of the key).
+pub struct Memo {
+    table: HashTable<Entry>,
+    state: foldhash::fast::RandomState,
+    capacity: usize,
+    bytes: usize,
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memo")
+            .field("entries", &self.table.len())
+            .field("capacity", &self.capacity)
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+/// Whether a name or host may be a key or a result.
+#[inline]
+pub fn fits(text: &[u8]) -> bool {
+    text.len() <= MAX_FIELD
+}
+
+fn hash_key(
+    state: &foldhash::fast::RandomState,
+    run: u32,
+    name: &[u8],
+    host: Option<&[u8]>,
+) -> u64 {
+    state.hash_one((run, name, host))
+}
+
+impl Memo {
+    pub fn new(capacity: usize) -> Memo {
+        Memo {
+            table: HashTable::new(),
+            state: Default::default(),
+            capacity: capacity.max(1),
+            bytes: 0,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    #[inline]
+    pub fn hash(&self, run: u32, name: &[u8], host: Option<&[u8]>) -> u64 {
+        hash_key(&self.state, run, name, host)
+    }
+
+    /// What run `run` did to (name, host) when it last saw them; the texts are those of the
+    /// results.
+    #[inline]
+    pub fn get(
+        &self,
+        hash: u64,
+        run: u32,
+        name: &[u8],
+        host: Option<&[u8]>,
+    ) -> Option<Outcome<&[u8]>> {
+        let e = self
+            .table
+            .find(hash, |e| run_of(e) == run && key_of(e) == (name, host))?;
+        let mut at = HEADER + name.len() + host.map_or(0, <[u8]>::len);
+        let mut text = |len: u16| {
+            let t = &e[at..at + usize::from(len)];
+            at += usize::from(len);
+            t
+        };
+        let name = match u16_at(e, 8) {
+            SAME => None,
+            len => Some(text(len)),
+        };
+        let host = match u16_at(e, 10) {
+            SAME => HostOut::Same,
+            NONE => HostOut::Absent,
+            len => HostOut::New(text(len)),
+        };
+        Some(Outcome {
+            fate: match e[16] {
+                0 => Fate::Pass,
+                1 => Fate::Drop,
+                _ => Fate::Keep,
+            },
+            renamed: u32::from(u16_at(e, 12)),
+            rename_errors: u32::from(u16_at(e, 14)),
+            name,
+            host,
+        })
+    }
+
+    /// Remembers what run `run` did to (name, host), which [`Memo::get`] did not know. Texts
+    /// that do not [`fits`] (and counts above 65,533) are not remembered.
+    pub fn insert(
+        &mut self,
+        hash: u64,
+        run: u32,
+        name: &[u8],
+        host: Option<&[u8]>,
+        out: Outcome<&[u8]>,
+    ) {
+        let host_out = match out.host {
+            HostOut::New(h) => h,
+            _ => b"",
+        };
+        let name_out = out.name.unwrap_or_default();
+        let texts = [name, host.unwrap_or_default(), name_out, host_out];
+        let small = |n: u32| u16::try_from(n).ok().filter(|&n| n < SAME);
+        let (Some(renamed), Some(rename_errors)) = (small(out.renamed), small(out.rename_errors))
+        else {
+            return;
+        };
+        if !texts.iter().all(|t| fits(t)) {
+            return;
+        }
+        // Each text fits, far below SAME.
+        let len16 = |t: &[u8]| u16::try_from(t.len()).unwrap_or(SAME - 1);
+        let len = HEADER + texts.iter().map(|t| t.len()).sum::<usize>();
+        if self.table.len() >= self.capacity || self.bytes + len > MAX_BYTES {
+            self.table.clear();
+            self.bytes = 0;
+        }
+        let mut e = Vec::with_capacity(len);
+        e.extend_from_slice(&run.to_le_bytes());
+        for n in [
+            len16(name),
+            host.map_or(NONE, len16),
+            out.name.map_or(SAME, len16),
+            match out.host {
+                HostOut::Same => SAME,
+                HostOut::Absent => NONE,
+                HostOut::New(h) => len16(h),
+            },
+            renamed,
+            rename_errors,
+        ] {
+            e.extend_from_slice(&n.to_le_bytes());
+        }
+        e.push(match out.fate {
+            Fate::Pass => 0,
+            Fate::Drop => 1,
+            Fate::Keep => 2,
+        });
+        for t in texts {
+            e.extend_from_slice(t);
+        }
+        self.bytes += len;
+        let state = &self.state;
+        self.table.insert_unique(hash, e.into_boxed_slice(), |e| {
+            let (name, host) = key_of(e);
+            hash_key(state, run_of(e), name, host)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pass<'a>(name: Option<&'a [u8]>, host: HostOut<&'a [u8]>) -> Outcome<&'a [u8]> {
+        Outcome {
+            fate: Fate::Pass,
+            renamed: 1,
+            rename_errors: 0,
+            name,
+            host,
+        }
+    }
+
+    #[test]
+    fn keys_are_run_name_and_host_exactly() {
+        let mut m = Memo::new(10);
+        let out = pass(Some(b"new"), HostOut::New(b"h2"));
+        let h = m.hash(0, b"a", Some(b"h"));
+        m.insert(h, 0, b"a", Some(b"h"), out);
+        assert_eq!(m.get(h, 0, b"a", Some(b"h")), Some(out));
+        for (run, name, host) in [
+            (1, &b"a"[..], Some(&b"h"[..])),
+            (0, b"a", None),
+            (0, b"a", Some(b"")),
+            (0, b"ah", Some(b"")),
+            (0, b"", Some(b"ah")),
+        ] {
+            assert_eq!(m.get(m.hash(run, name, host), run, name, host), None);
+        }
+        let out2 = pass(None, HostOut::Absent);
+        let h = m.hash(0, b"a", None);
+        m.insert(h, 0, b"a", None, out2);
+        assert_eq!(m.get(h, 0, b"a", None), Some(out2));
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn starts_afresh_when_full() {
+        let mut m = Memo::new(3);
+        let out = pass(None, HostOut::Same);
+        for i in 0..7u8 {
+            let name = [i];
+            let h = m.hash(0, &name, None);
+            m.insert(h, 0, &name, None, out);
+            assert!(m.len() <= 3);
+            assert_eq!(m.get(h, 0, &name, None), Some(out));
+        }
+        // 0..3 filled it; 3 started afresh, 6 again.
+        assert_eq!(m.len(), 1);
+        // The byte bound too.
+        let mut m = Memo::new(1_000_000);
+        let big = vec![b'x'; MAX_FIELD];
+        for i in 0..(MAX_BYTES / (2 * MAX_FIELD) + 10) {
+            let host = i.to_le_bytes();
+            let h = m.hash(0, &big, Some(&host));
+            m.insert(h, 0, &big, Some(&host), pass(Some(&big), HostOut::Same));
+            assert!(m.bytes <= MAX_BYTES);
+        }
+        assert!(m.len() < MAX_BYTES / (2 * MAX_FIELD));
+    }
+}
