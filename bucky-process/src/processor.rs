@@ -138,8 +138,12 @@ fn whole_seconds(b: &[u8]) -> Option<f64> {
     if int.is_empty() || int.len() > 15 || !frac.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let mut n: u64 = 0;
-    for &c in int {
+    // A Unix time has 10 digits: the first 8 in one go.
+    let (mut n, rest) = match int.split_first_chunk::<8>() {
+        Some((head, rest)) => (eight_digits(*head)?, rest),
+        None => (0, int),
+    };
+    for &c in rest {
         if !c.is_ascii_digit() {
             return None;
         }
@@ -147,6 +151,28 @@ fn whole_seconds(b: &[u8]) -> Option<f64> {
     }
     // Exact: below 10^15 < 2^53.
     Some(n as f64)
+}
+
+/// The number 8 ASCII digits write, or `None` when one of them is not a digit; SWAR, as in
+/// simdjson's `parse_eight_digits_unrolled`.
+fn eight_digits(b: [u8; 8]) -> Option<u64> {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    let v = u64::from_le_bytes(b);
+    // Each byte is 0x30..=0x3F, and adding 6 leaves it below 0x40 (no carries: every byte
+    // passed the first test).
+    if v & HIGH != ZEROS || v.wrapping_add(0x0606_0606_0606_0606) & HIGH != ZEROS {
+        return None;
+    }
+    let v = v - ZEROS;
+    // Pairs of digits, then the pairs into fours, then the whole.
+    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
+    let mask = 0x0000_00FF_0000_00FF;
+    let v = (v & mask)
+        .wrapping_mul(100 + (1_000_000 << 32))
+        .wrapping_add(((v >> 16) & mask).wrapping_mul(1 + (10_000 << 32)))
+        >> 32;
+    Some(v)
 }
 
 /// Whether `bound` is absent or greater than `v` (the time window's quick test).
@@ -545,6 +571,8 @@ pub struct Processor {
     /// For each step, the memoised run of name-and-host steps that starts there, if any: its
     /// number in `memo` and the step after it.
     memo_at: Vec<Option<(u32, usize)>>,
+    /// For each step, whether it is a name-and-host step ([`is_name_host`]).
+    name_host: Vec<bool>,
     memo: Memo,
     /// Capture locations of each rename rule, by rule index.
     locs: Vec<Option<CaptureLocations>>,
@@ -590,6 +618,7 @@ impl Processor {
         };
         Processor {
             memo_at,
+            name_host: steps.iter().map(|s| is_name_host(s, &rules)).collect(),
             memo: Memo::new(series),
             steps,
             rules,
@@ -655,6 +684,7 @@ impl Processor {
             rules,
             steps,
             memo_at,
+            name_host,
             memo,
             locs,
             lua,
@@ -677,7 +707,7 @@ impl Processor {
                     let step = &steps[k];
                     k += 1;
                     match step {
-                        _ if is_name_host(step, rules) => {
+                        _ if name_host[k - 1] => {
                             (name_host_step(step, rules, locs, &mut nh, bufs, c), None)
                         }
                         Step::Rule(i) => (Fate::Pass, Some(*i)),

@@ -232,6 +232,19 @@ fn lua_can_remove_or_add_the_host_and_chain_with_renames() {
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
 
+    /// The whole seconds of a timestamp text are those the standard parser finds.
+    #[test]
+    fn whole_seconds_of_any_text(text in "[0-9]{0,17}(\\.[0-9]{0,3})?|[0-9:/.a -]{0,12}") {
+        let want = match text.split_once('.') {
+            Some((i, f)) if !i.is_empty() && i.len() <= 15 && f.bytes().all(|c| c.is_ascii_digit()) => {
+                i.parse::<u64>().ok().map(|n| n as f64)
+            }
+            None if !text.is_empty() && text.len() <= 15 => text.parse::<u64>().ok().map(|n| n as f64),
+            _ => None,
+        };
+        proptest::prop_assert_eq!(whole_seconds(text.as_bytes()), want, "{:?}", text);
+    }
+
     /// The window's quick test on whole seconds agrees with converting the timestamp.
     #[test]
     fn time_window_quick_test_is_exact(
