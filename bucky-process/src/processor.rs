@@ -131,23 +131,23 @@ fn expand(template: &[Piece], src: &[u8], locs: &CaptureLocations, out: &mut Vec
 /// The whole seconds of a plain timestamp text (`1795650000` or `1795650000.25`), or `None`
 /// for any other form (exponents, signs, more than 15 digits).
 fn whole_seconds(b: &[u8]) -> Option<f64> {
-    let (int, frac) = match memchr::memchr(b'.', b) {
-        Some(i) => (&b[..i], &b[i + 1..]),
-        None => (b, &b""[..]),
+    // One pass: a Unix time has 10 digits, the first 8 are read in one go.
+    let (mut n, mut i) = match b.first_chunk::<8>().and_then(|h| eight_digits(*h)) {
+        Some(n) => (n, 8),
+        None => (0, 0),
     };
-    if int.is_empty() || int.len() > 15 || !frac.iter().all(u8::is_ascii_digit) {
+    // Up to one digit too many (then refused): n stays far below u64::MAX.
+    while let Some(&c) = b.get(i).filter(|c| i <= 15 && c.is_ascii_digit()) {
+        n = n * 10 + u64::from(c - b'0');
+        i += 1;
+    }
+    if i == 0 || i > 15 {
         return None;
     }
-    // A Unix time has 10 digits: the first 8 in one go.
-    let (mut n, rest) = match int.split_first_chunk::<8>() {
-        Some((head, rest)) => (eight_digits(*head)?, rest),
-        None => (0, int),
-    };
-    for &c in rest {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        n = n * 10 + u64::from(c - b'0');
+    match b.get(i) {
+        None => {}
+        Some(b'.') if b[i + 1..].iter().all(u8::is_ascii_digit) => {}
+        Some(_) => return None,
     }
     // Exact: below 10^15 < 2^53.
     Some(n as f64)
