@@ -28,7 +28,7 @@ pub struct Batch {
 pub const NAME_CACHE_SERIES: usize = 100_000;
 
 /// A plaintext batch is cut at about this many bytes.
-const PLAINTEXT_BATCH_BYTES: usize = 64 * 1024;
+const PLAINTEXT_BATCH_BYTES: usize = 256 * 1024;
 
 /// Builds batches from samples. Full batches are handed out by [`Encoder::push`]; the partial
 /// one by [`Encoder::take_partial`].

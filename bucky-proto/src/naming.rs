@@ -3,7 +3,7 @@
 //! The receivers emit raw names; `bucky-carbon` applies these rules just before writing, so
 //! the processor and every tool in between see the raw names, as in the original.
 
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 
 use hashbrown::HashTable;
 
@@ -223,7 +223,11 @@ impl CachedNamer {
             return;
         }
         let host = host.unwrap_or_default();
-        let hash = self.hasher.hash_one((host, name));
+        // Ambiguous splits of the same bytes hash alike; `Named::is` tells them apart.
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(host);
+        hasher.write(name);
+        let hash = hasher.finish();
         if let Some(named) = self.paths.find(hash, |e| e.is(host, name)) {
             out.extend_from_slice(named.path());
             return;
@@ -282,26 +286,41 @@ fn has_adjacent_duplicate(path: &[u8]) -> bool {
 }
 
 /// [`has_adjacent_duplicate`] given the bitmap of the dots in `path`.
-fn has_adjacent_duplicate_in(path: &[u8], mut dots: u128) -> bool {
-    // Walks the components from one dot to the next; only equal lengths need comparing.
+fn has_adjacent_duplicate_in(path: &[u8], dots: u128) -> bool {
+    // Most paths fit in 64 bytes, where u64 bit operations are single instructions.
+    match u64::try_from(dots) {
+        Ok(dots) => walk_components(path, dots, |d| d.trailing_zeros(), |d| d & (d - 1)),
+        Err(_) => walk_components(path, dots, |d| d.trailing_zeros(), |d| d & (d - 1)),
+    }
+}
+
+/// Walks the components from one dot to the next; only equal lengths need comparing.
+#[inline(always)]
+fn walk_components<T: Copy + Default + PartialEq>(
+    path: &[u8],
+    mut dots: T,
+    lowest: impl Fn(T) -> u32,
+    clear_lowest: impl Fn(T) -> T,
+) -> bool {
     let (mut prev_start, mut prev_len) = (0, usize::MAX);
     let mut start = 0;
     loop {
-        let end = if dots == 0 {
+        let none_left = dots == T::default();
+        let end = if none_left {
             path.len()
         } else {
-            dots.trailing_zeros() as usize
+            lowest(dots) as usize
         };
         let len = end - start;
         if len == prev_len && path[prev_start..prev_start + len] == path[start..end] {
             return true;
         }
-        if dots == 0 {
+        if none_left {
             return false;
         }
         (prev_start, prev_len) = (start, len);
         start = end + 1;
-        dots &= dots - 1;
+        dots = clear_lowest(dots);
     }
 }
 

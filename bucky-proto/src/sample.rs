@@ -163,34 +163,33 @@ fn split_canonical(line: &[u8]) -> Option<Fields<'_>> {
     if !(16..=128).contains(&len) {
         return None;
     }
-    let mut spaces = 0u128;
     let mut bad = 0u32;
-    let mut off = 0;
-    while off + 16 <= len {
-        let (sp, x) = classify16(load16(b, off));
-        spaces |= u128::from(sp) << off;
+    let spaces = crate::scan::gather(len, |at| {
+        let (sp, x) = classify16(load16(b, at));
         bad |= x;
-        off += 16;
-    }
-    if off < len {
-        // The tail: the last 16 bytes of the line, minus those already seen.
-        let (sp, x) = classify16(load16(b, len - 16));
-        let seen = off - (len - 16);
-        spaces |= u128::from(sp >> seen) << off;
-        bad |= x >> seen;
-    }
-    if bad != 0 || !(2..=3).contains(&spaces.count_ones()) {
+        sp
+    });
+    // The halves as u64s: bit operations on them are single instructions.
+    let (mut lo, mut hi) = (spaces as u64, (spaces >> 64) as u64);
+    let n = lo.count_ones() + hi.count_ones();
+    if bad != 0 || !(2..=3).contains(&n) {
         return None;
     }
-    let s1 = spaces.trailing_zeros() as usize;
-    let rest = spaces & (spaces - 1);
-    let s2 = rest.trailing_zeros() as usize;
-    let rest = rest & (rest - 1);
-    let s3 = if rest == 0 {
-        len
-    } else {
-        rest.trailing_zeros() as usize
+    let mut next_space = || {
+        if lo != 0 {
+            let at = lo.trailing_zeros() as usize;
+            lo &= lo - 1;
+            at
+        } else {
+            let at = 64 + hi.trailing_zeros() as usize;
+            hi &= hi.wrapping_sub(1);
+            at
+        }
     };
+    let s1 = next_space();
+    let s2 = next_space();
+    let has_host = n == 3;
+    let s3 = if has_host { next_space() } else { len };
     // No empty field: the spaces are neither first, last nor doubled.
     if s1 == 0 || s2 == s1 + 1 || s3 == s2 + 1 || s3 + 1 == len {
         return None;
@@ -202,7 +201,7 @@ fn split_canonical(line: &[u8]) -> Option<Fields<'_>> {
         name: &b[..s1],
         value: &b[s1 + 1..s2],
         timestamp: &b[s2 + 1..s3],
-        host: (rest != 0).then(|| &b[s3 + 1..]),
+        host: has_host.then(|| &b[s3 + 1..]),
         numbers: Some(&b[s1 + 1..s3]),
     })
 }

@@ -14,58 +14,62 @@ pub fn load16(b: &[u8], at: usize) -> u8x16 {
     u8x16::new(w)
 }
 
+/// Joins per-chunk masks into one bitmap of a slice of `len` bytes (16 to [`MAX`]):
+/// `chunk(at)` gives the 16-bit mask of the 16 bytes at `at`. Full chunks sit at constant
+/// offsets, so only the tail (the last 16 bytes, minus those already seen) needs a variable
+/// shift.
+#[inline(always)]
+pub fn gather(len: usize, mut chunk: impl FnMut(usize) -> u32) -> u128 {
+    let full = len / 16;
+    let (mut lo, mut hi) = (0u64, 0u64);
+    if full >= 1 {
+        lo |= u64::from(chunk(0));
+    }
+    if full >= 2 {
+        lo |= u64::from(chunk(16)) << 16;
+    }
+    if full >= 3 {
+        lo |= u64::from(chunk(32)) << 32;
+    }
+    if full >= 4 {
+        lo |= u64::from(chunk(48)) << 48;
+    }
+    if full >= 5 {
+        hi |= u64::from(chunk(64));
+    }
+    if full >= 6 {
+        hi |= u64::from(chunk(80)) << 16;
+    }
+    if full >= 7 {
+        hi |= u64::from(chunk(96)) << 32;
+    }
+    if full >= 8 {
+        hi |= u64::from(chunk(112)) << 48;
+    }
+    let mut bits = u128::from(lo) | (u128::from(hi) << 64);
+    let off = full * 16;
+    if off < len && len >= 16 {
+        bits |= u128::from(chunk(len - 16) >> (off - (len - 16))) << off;
+    }
+    bits
+}
+
 /// Bit i set where `b[i] == byte`, for slices of 16 to [`MAX`] bytes; `None` otherwise.
 #[inline(always)]
 pub fn bitmap(b: &[u8], byte: u8) -> Option<u128> {
-    let len = b.len();
-    if !(16..=MAX).contains(&len) {
+    if !(16..=MAX).contains(&b.len()) {
         return None;
     }
     let needle = u8x16::splat(byte);
-    let mask = |at| load16(b, at).cmp_eq(needle).move_mask() as u32;
-    let mut bits = 0u128;
-    let mut off = 0;
-    while off + 16 <= len {
-        bits |= u128::from(mask(off)) << off;
-        off += 16;
-    }
-    if off < len {
-        // The last 16 bytes, minus those already seen.
-        bits |= u128::from(mask(len - 16) >> (off - (len - 16))) << off;
-    }
-    Some(bits)
+    Some(gather(b.len(), |at| {
+        load16(b, at).cmp_eq(needle).move_mask() as u32
+    }))
 }
 
-/// [`bitmap`] of two bytes at once: `(where a is, where b is)`.
+/// [`bitmap`] of two bytes: `(where a is, where b is)`.
 #[inline(always)]
 pub fn bitmap2(bytes: &[u8], a: u8, b: u8) -> Option<(u128, u128)> {
-    let len = bytes.len();
-    if !(16..=MAX).contains(&len) {
-        return None;
-    }
-    let (na, nb) = (u8x16::splat(a), u8x16::splat(b));
-    let masks = |at| {
-        let v = load16(bytes, at);
-        (
-            v.cmp_eq(na).move_mask() as u32,
-            v.cmp_eq(nb).move_mask() as u32,
-        )
-    };
-    let (mut bits_a, mut bits_b) = (0u128, 0u128);
-    let mut off = 0;
-    while off + 16 <= len {
-        let (ma, mb) = masks(off);
-        bits_a |= u128::from(ma) << off;
-        bits_b |= u128::from(mb) << off;
-        off += 16;
-    }
-    if off < len {
-        let (ma, mb) = masks(len - 16);
-        let seen = off - (len - 16);
-        bits_a |= u128::from(ma >> seen) << off;
-        bits_b |= u128::from(mb >> seen) << off;
-    }
-    Some((bits_a, bits_b))
+    Some((bitmap(bytes, a)?, bitmap(bytes, b)?))
 }
 
 #[cfg(test)]
