@@ -514,24 +514,26 @@ fn memo_run(
     if !memo::fits(name) || !host.map_or(true, memo::fits) {
         return name_host_steps(steps, rules, locs, nh, bufs, c);
     }
-    let hash = memo.hash(run, name, host);
-    if let Some(o) = memo.get(hash, run, name, host) {
-        c.renamed += u64::from(o.renamed);
-        c.rename_errors += u64::from(o.rename_errors);
-        if o.fate == Fate::Pass {
-            if let Some(new) = o.name {
-                nh.name = replace(nh.name, nh.line_name, &mut bufs.names, new);
-            }
-            match o.host {
-                HostOut::Same => {}
-                HostOut::Absent => nh.host = Src::None,
-                HostOut::New(new) => {
-                    nh.host = replace(nh.host, nh.line_host, &mut bufs.hosts, new);
+    let miss = match memo.get(run, name, host) {
+        Err(miss) => miss,
+        Ok(o) => {
+            c.renamed += u64::from(o.renamed);
+            c.rename_errors += u64::from(o.rename_errors);
+            if o.fate == Fate::Pass {
+                if let Some(new) = o.name {
+                    nh.name = replace(nh.name, nh.line_name, &mut bufs.names, new);
+                }
+                match o.host {
+                    HostOut::Same => {}
+                    HostOut::Absent => nh.host = Src::None,
+                    HostOut::New(new) => {
+                        nh.host = replace(nh.host, nh.line_host, &mut bufs.hosts, new);
+                    }
                 }
             }
+            return o.fate;
         }
-        return o.fate;
-    }
+    };
     // The key, copied before the steps overwrite the buffers it may be in.
     let mut key = Vec::with_capacity(name.len() + host.map_or(0, <[u8]>::len));
     key.extend_from_slice(name);
@@ -558,7 +560,7 @@ fn memo_run(
             _ => HostOut::Same,
         },
     };
-    memo.insert(hash, run, name_in, host_in, out);
+    memo.insert(miss, run, name_in, host_in, out);
     fate
 }
 
