@@ -169,47 +169,81 @@ impl Namer {
 /// A [`Namer`] that remembers the paths of the series it has named.
 ///
 /// A series reports every interval, so nearly every sample repeats a (host, name) pair seen
-/// moments ago; one hash lookup then replaces the naming rules. Memory is bounded: when the
-/// cache holds `capacity` series it starts afresh.
+/// moments ago; one hash lookup then replaces the naming rules. The remembered bytes live in
+/// one arena in first-seen order, which is close to the order series come back in, so lookups
+/// walk memory mostly forwards. Memory is bounded: when the cache holds `capacity` series, or
+/// its arena [`CACHE_BYTES`], it starts afresh.
 #[derive(Debug, Clone)]
 pub struct CachedNamer {
     namer: Namer,
-    /// Hashed over (host, name); looked up without building a key.
-    paths: HashTable<Named>,
+    /// Indexes into `series`, hashed over (host, name); looked up without building a key.
+    paths: HashTable<u32>,
+    /// The remembered series, in first-seen order.
+    series: Vec<Named>,
+    /// The series after the last one found: series tend to come back in the order they were
+    /// first seen (a collectd plugin reads its values in a fixed order), so this one is tried
+    /// before hashing.
+    next: usize,
+    /// `host`, `name` and path of each remembered series, back to back.
+    arena: Vec<u8>,
     hasher: foldhash::fast::RandomState,
     capacity: usize,
+    max_bytes: usize,
     /// Host-less names pass through the rules unchanged unless these say otherwise.
     rules_touch_bare_names: bool,
 }
 
-/// One remembered series: `host`, `name` and the path, back to back in one allocation.
-#[derive(Debug, Clone)]
+/// The most bytes a [`CachedNamer`] keeps (names, hosts and paths together).
+pub const CACHE_BYTES: usize = 32 << 20;
+
+/// One remembered series: where its bytes are in the arena, and its hash.
+#[derive(Debug, Clone, Copy)]
 struct Named {
     hash: u64,
+    at: u32,
     host_len: u32,
     name_len: u32,
-    bytes: Box<[u8]>,
+    path_len: u32,
 }
 
 impl Named {
-    fn is(&self, host: &[u8], name: &[u8]) -> bool {
-        let (h, rest) = self.bytes.split_at(self.host_len as usize);
-        self.name_len as usize == name.len() && h == host && rest[..name.len()] == *name
+    fn is(&self, arena: &[u8], host: &[u8], name: &[u8]) -> bool {
+        let (at, hl, nl) = (
+            self.at as usize,
+            self.host_len as usize,
+            self.name_len as usize,
+        );
+        hl == host.len()
+            && nl == name.len()
+            && arena.get(at..at + hl) == Some(host)
+            && arena.get(at + hl..at + hl + nl) == Some(name)
     }
 
-    fn path(&self) -> &[u8] {
-        &self.bytes[(self.host_len + self.name_len) as usize..]
+    fn path<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        let start = (self.at + self.host_len + self.name_len) as usize;
+        arena
+            .get(start..start + self.path_len as usize)
+            .unwrap_or_default()
     }
 }
 
 impl CachedNamer {
     pub fn new(namer: Namer, capacity: usize) -> Self {
+        Self::with_limits(namer, capacity, CACHE_BYTES)
+    }
+
+    /// At most `capacity` series and `max_bytes` bytes of names, hosts and paths.
+    pub fn with_limits(namer: Namer, capacity: usize, max_bytes: usize) -> Self {
         let rules_touch_bare_names = !namer.head.is_empty() || !namer.tail.is_empty();
         CachedNamer {
             namer,
             paths: HashTable::new(),
+            series: Vec::new(),
+            next: 0,
+            arena: Vec::new(),
             hasher: Default::default(),
             capacity: capacity.max(1),
+            max_bytes: max_bytes.min(CACHE_BYTES),
             rules_touch_bare_names,
         }
     }
@@ -218,40 +252,67 @@ impl CachedNamer {
     pub fn push_path_bytes(&mut self, out: &mut Vec<u8>, host: Option<&[u8]>, name: &[u8]) {
         let host = host.filter(|h| !h.is_empty());
         if host.is_none() && !self.rules_touch_bare_names {
-            // Cheaper than a lookup: at most a scan for duplicate components.
+            // Cheaper than a lookup (which touches memory beyond the line): at most a scan
+            // for duplicate components.
             self.namer.push_path_bytes(out, None, name);
             return;
         }
         let host = host.unwrap_or_default();
+        let arena = &self.arena;
+        if let Some(named) = self.series.get(self.next) {
+            if named.is(arena, host, name) {
+                out.extend_from_slice(named.path(arena));
+                self.next += 1;
+                return;
+            }
+        }
         // Ambiguous splits of the same bytes hash alike; `Named::is` tells them apart.
         let mut hasher = self.hasher.build_hasher();
         hasher.write(host);
         hasher.write(name);
         let hash = hasher.finish();
-        if let Some(named) = self.paths.find(hash, |e| e.is(host, name)) {
-            out.extend_from_slice(named.path());
-            return;
+        let series = &self.series;
+        let found = self.paths.find(hash, |&i| {
+            series
+                .get(i as usize)
+                .is_some_and(|e| e.is(arena, host, name))
+        });
+        if let Some(&i) = found {
+            if let Some(named) = series.get(i as usize) {
+                out.extend_from_slice(named.path(arena));
+                self.next = i as usize + 1;
+                return;
+            }
         }
         let start = out.len();
         self.namer.push_path_bytes(out, Some(host), name);
-        let (Ok(host_len), Ok(name_len)) = (u32::try_from(host.len()), u32::try_from(name.len()))
-        else {
-            return;
-        };
-        if self.paths.len() >= self.capacity {
+        let path = &out[start..];
+        let bytes = host.len() + name.len() + path.len();
+        if self.series.len() >= self.capacity || self.arena.len() + bytes > self.max_bytes {
             self.paths.clear();
+            self.series.clear();
+            self.arena.clear();
         }
-        let bytes = [host, name, &out[start..]].concat().into_boxed_slice();
-        self.paths.insert_unique(
+        if bytes > self.max_bytes {
+            return;
+        }
+        // Every length and index fits: the arena and the series are far below 4 Gi.
+        let index = self.series.len() as u32;
+        self.series.push(Named {
             hash,
-            Named {
-                hash,
-                host_len,
-                name_len,
-                bytes,
-            },
-            |e| e.hash,
-        );
+            at: self.arena.len() as u32,
+            host_len: host.len() as u32,
+            name_len: name.len() as u32,
+            path_len: path.len() as u32,
+        });
+        self.arena.extend_from_slice(host);
+        self.arena.extend_from_slice(name);
+        self.arena.extend_from_slice(path);
+        let series = &self.series;
+        self.paths.insert_unique(hash, index, |&i| {
+            series.get(i as usize).map_or(0, |e| e.hash)
+        });
+        self.next = self.series.len();
     }
 
     /// The rules themselves.
@@ -652,6 +713,22 @@ mod tests {
                 }
                 assert!(cached.len() <= 10);
             }
+        }
+        // The byte bound: 100 bytes hold two of these series, never three.
+        let mut small = CachedNamer::with_limits(plain.clone(), 1000, 100);
+        for i in 0..20 {
+            let host = format!("host{}.example.com", i % 4);
+            let mut got = Vec::new();
+            small.push_path_bytes(&mut got, Some(host.as_bytes()), b"a.long.enough.name");
+            assert_eq!(
+                got,
+                plain.path(Some(&host), "a.long.enough.name").into_bytes()
+            );
+            assert!(
+                small.len() <= 2 && small.arena.len() <= 100,
+                "{}",
+                small.arena.len()
+            );
         }
         let mut bare = CachedNamer::new(Namer::new(&opts()), 10);
         let mut out = Vec::new();

@@ -169,27 +169,19 @@ fn split_canonical(line: &[u8]) -> Option<Fields<'_>> {
         bad |= x;
         sp
     });
-    // The halves as u64s: bit operations on them are single instructions.
-    let (mut lo, mut hi) = (spaces as u64, (spaces >> 64) as u64);
-    let n = lo.count_ones() + hi.count_ones();
-    if bad != 0 || !(2..=3).contains(&n) {
+    if bad != 0 {
         return None;
     }
-    let mut next_space = || {
-        if lo != 0 {
-            let at = lo.trailing_zeros() as usize;
-            lo &= lo - 1;
-            at
-        } else {
-            let at = 64 + hi.trailing_zeros() as usize;
-            hi &= hi.wrapping_sub(1);
-            at
-        }
+    // Two or three spaces. The halves as u64s: bit operations on them are single
+    // instructions (and no popcount: baseline x86-64 has none).
+    let (lo, hi) = (spaces as u64, (spaces >> 64) as u64);
+    let (s1, lo, hi) = take_lowest(lo, hi)?;
+    let (s2, lo, hi) = take_lowest(lo, hi)?;
+    let (s3, has_host) = match take_lowest(lo, hi) {
+        None => (len, false),
+        Some((s3, 0, 0)) => (s3, true),
+        Some(_) => return None,
     };
-    let s1 = next_space();
-    let s2 = next_space();
-    let has_host = n == 3;
-    let s3 = if has_host { next_space() } else { len };
     // No empty field: the spaces are neither first, last nor doubled.
     if s1 == 0 || s2 == s1 + 1 || s3 == s2 + 1 || s3 + 1 == len {
         return None;
@@ -204,6 +196,18 @@ fn split_canonical(line: &[u8]) -> Option<Fields<'_>> {
         host: has_host.then(|| &b[s3 + 1..]),
         numbers: Some(&b[s1 + 1..s3]),
     })
+}
+
+/// The lowest set bit of the 128-bit `(lo, hi)` and the bits left without it.
+#[inline(always)]
+fn take_lowest(lo: u64, hi: u64) -> Option<(usize, u64, u64)> {
+    if lo != 0 {
+        Some((lo.trailing_zeros() as usize, lo & (lo - 1), hi))
+    } else if hi != 0 {
+        Some((64 + hi.trailing_zeros() as usize, 0, hi & (hi - 1)))
+    } else {
+        None
+    }
 }
 
 /// `b[start..end]` is `[0-9.]{1,16}` with at most one dot and at least one digit, after a
@@ -227,7 +231,9 @@ fn plain_decimal16(b: &[u8], mut start: usize, end: usize, signed: bool) -> bool
     let digits = (d.min(u8x16::splat(9)).cmp_eq(d).move_mask() as u32) >> skip;
     let dots = (v.cmp_eq(u8x16::splat(b'.')).move_mask() as u32) >> skip;
     let field = (1u32 << len) - 1;
-    (digits | dots) & field == field && (dots & field).count_ones() <= 1 && digits & field != 0
+    let dots = dots & field;
+    // Every byte a digit or a dot, at most one dot, at least one digit.
+    (digits | dots) & field == field && dots & dots.wrapping_sub(1) == 0 && digits & field != 0
 }
 
 fn parse_value_bytes(b: &[u8]) -> Option<f64> {
