@@ -86,6 +86,9 @@ fn is_separator(c: u8) -> bool {
 ///
 /// Fields may be separated by runs of ASCII whitespace and the line may carry surrounding
 /// whitespace, so any Graphite plaintext producer is accepted as it stands.
+// Inlined into the caller's per-line loop: the fields then stay in registers instead of
+// making a round trip through memory.
+#[inline]
 pub fn split_line(line: &[u8]) -> Result<Fields<'_>, LineError> {
     match split_canonical(line) {
         Some(fields) => Ok(fields),
@@ -94,6 +97,7 @@ pub fn split_line(line: &[u8]) -> Result<Fields<'_>, LineError> {
 }
 
 /// [`split_line`] without the canonical fast path.
+#[inline(never)]
 fn split_general(line: &[u8]) -> Result<Fields<'_>, LineError> {
     let (n, fields) = match split_single_spaces(line) {
         Some(Scan::Ascii(n, f)) => (n, f),
@@ -154,6 +158,7 @@ fn classify16(v: u8x16) -> (u32, u32) {
 /// 16 digits. Classifies 16 bytes at a time into bitmaps, so a line costs a handful of vector
 /// compares and no per-byte branches. `None` for anything else (not necessarily an error):
 /// the general paths then decide.
+#[inline(always)]
 fn split_canonical(line: &[u8]) -> Option<Fields<'_>> {
     let mut b = line;
     if let [rest @ .., b'\n'] = b {
