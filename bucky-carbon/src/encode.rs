@@ -38,7 +38,7 @@ pub struct Encoder {
     protocol: Protocol,
     current: Batch,
     /// Pickle mode: the paths of the pending points, back to back.
-    paths: String,
+    paths: Vec<u8>,
     /// Pickle mode: (end of path in `paths`, timestamp, value).
     points: Vec<(usize, f64, f64)>,
     path_buf: Vec<u8>,
@@ -59,7 +59,7 @@ impl Encoder {
                 bytes: Vec::with_capacity(PLAINTEXT_BATCH_BYTES + 1024),
                 samples: 0,
             },
-            paths: String::new(),
+            paths: Vec::new(),
             points: Vec::new(),
             path_buf: Vec::with_capacity(256),
         }
@@ -90,9 +90,9 @@ impl Encoder {
                 self.push_numbers(f)
             }
             Protocol::Pickle { points_per_frame } => {
-                let s = f.sample();
-                self.paths.push_str(&String::from_utf8_lossy(path));
-                self.points.push((self.paths.len(), s.timestamp, s.value));
+                self.paths.extend_from_slice(path);
+                self.points
+                    .push((self.paths.len(), f.timestamp_f64(), f.value_f64()));
                 if self.points.len() >= points_per_frame {
                     return self.take_partial();
                 }
@@ -154,12 +154,22 @@ impl Encoder {
     }
 
     fn encode_frame(&mut self) {
+        // The paths come from checked UTF-8 lines and the UTF-8 naming options, so one check
+        // of them all passes, and each path then starts and ends on a character boundary.
+        let lossy;
+        let paths = match std::str::from_utf8(&self.paths) {
+            Ok(p) => p,
+            Err(_) => {
+                lossy = String::from_utf8_lossy(&self.paths).into_owned();
+                &lossy
+            }
+        };
         let mut start = 0;
         let frame: Vec<(&str, (f64, f64))> = self
             .points
             .iter()
             .map(|&(end, ts, v)| {
-                let path = self.paths.get(start..end).unwrap_or_default();
+                let path = paths.get(start..end).unwrap_or_default();
                 start = end;
                 (path, (ts, v))
             })

@@ -71,10 +71,22 @@ impl<'a> Fields<'a> {
         let text = |b: &'a [u8]| std::str::from_utf8(b).unwrap_or_default();
         Sample {
             name: text(self.name),
-            value: parse_value(text(self.value)).unwrap_or(0.0),
-            timestamp: parse_timestamp(text(self.timestamp)).unwrap_or(0.0),
+            value: self.value_f64(),
+            timestamp: self.timestamp_f64(),
             host: self.host.map(text),
         }
+    }
+
+    /// The value as a number, for writers that need the numbers but not the texts.
+    pub fn value_f64(&self) -> f64 {
+        parse_value_bytes(self.value).unwrap_or(0.0)
+    }
+
+    /// The timestamp as a number.
+    pub fn timestamp_f64(&self) -> f64 {
+        parse_value_bytes(self.timestamp)
+            .filter(|t| *t >= 0.0)
+            .unwrap_or(0.0)
     }
 }
 
