@@ -397,6 +397,27 @@ fn the_seed_readme_config_runs_unchanged() {
 }
 
 #[test]
+fn a_misspelt_key_is_reported_once_not_by_every_stage() {
+    let dir = temp_dir("bucky-typo");
+    let ports = Ports::new();
+    let cfg = config(dir.path(), "statsd_flush_tme = 2.0\n");
+    // A live carbon, so that the drain after SIGTERM is quick.
+    let carbon = CarbonCache::start();
+    let mut bucky = Bucky::start(Some(&cfg), &ports.flags(carbon.line_port()));
+    bucky.stop();
+    let e = bucky.tool.stderr();
+    let warnings: Vec<&str> = e
+        .lines()
+        .filter(|l| l.contains("unknown key 'statsd_flush_tme'"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{e}");
+    assert!(
+        warnings[0].contains("did you mean 'statsd_flush_time'"),
+        "{e}"
+    );
+}
+
+#[test]
 fn statsd_over_tcp_survives_a_reconnecting_client() {
     // A plain TCP client, as simple StatsD libraries write: lines and a close.
     let carbon = CarbonCache::start();

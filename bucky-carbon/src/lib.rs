@@ -1171,18 +1171,11 @@ pub fn spool_status(dir: &Path, out: &mut impl io::Write) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Loads the config named by `--config`, warning about unknown keys.
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    let cfg = Config::load_optional(path)?;
-    cfg.warn_unknown("bucky-carbon");
-    Ok(cfg)
-}
-
 /// The whole program after argument parsing: returns the process exit code.
 pub fn main_with(args: Args) -> anyhow::Result<u8> {
     // Log config problems at the default level until the configured one is known.
     bucky_proto::log::init("bucky-carbon", log::LevelFilter::Info);
-    let cfg = load_config(args.common.config.as_deref())?;
+    let cfg = args.common.load_config("bucky-carbon")?;
     let settings = Settings::resolve(&args, &cfg)?;
     log::set_max_level(settings.log_level);
     if args.spool_status {

@@ -18,7 +18,7 @@ pub mod types_db;
 
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -661,17 +661,10 @@ fn replay<W: Write>(
     })
 }
 
-/// Loads the config named by `--config`, warning about unknown keys.
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    let cfg = Config::load_optional(path)?;
-    cfg.warn_unknown("bucky-collectd");
-    Ok(cfg)
-}
-
 /// The whole program after argument parsing: returns the process exit code.
 pub fn main_with(args: Args) -> anyhow::Result<u8> {
     bucky_proto::log::init("bucky-collectd", log::LevelFilter::Info);
-    let cfg = load_config(args.common.config.as_deref())?;
+    let cfg = args.common.load_config("bucky-collectd")?;
     let settings = Settings::resolve(&args, &cfg)?;
     log::set_max_level(settings.log_level);
     let setup = setup(&settings)?;

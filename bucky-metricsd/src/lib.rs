@@ -14,7 +14,6 @@ pub mod wire;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -436,17 +435,10 @@ fn flush_loop<W: Write>(
     }
 }
 
-/// Loads the config named by `--config`, warning about unknown keys.
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    let cfg = Config::load_optional(path)?;
-    cfg.warn_unknown("bucky-metricsd");
-    Ok(cfg)
-}
-
 /// The whole program after argument parsing: returns the process exit code.
 pub fn main_with(args: Args) -> anyhow::Result<u8> {
     bucky_proto::log::init("bucky-metricsd", log::LevelFilter::Info);
-    let cfg = load_config(args.common.config.as_deref())?;
+    let cfg = args.common.load_config("bucky-metricsd")?;
     let settings = Settings::resolve(&args, &cfg)?;
     log::set_max_level(settings.log_level);
     settings.router()?;

@@ -385,17 +385,10 @@ fn grow_pipe(out: &impl AsFd) {
     }
 }
 
-/// Loads the config named by `--config`, warning about unknown keys.
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    let cfg = Config::load_optional(path)?;
-    cfg.warn_unknown("bucky-process");
-    Ok(cfg)
-}
-
 /// The whole program after argument parsing: returns the process exit code.
 pub fn main_with(args: Args) -> anyhow::Result<u8> {
     bucky_proto::log::init("bucky-process", log::LevelFilter::Info);
-    let cfg = load_config(args.common.config.as_deref())?;
+    let cfg = args.common.load_config("bucky-process")?;
     let settings = Settings::resolve(&args, &cfg)?;
     log::set_max_level(settings.log_level);
     let mut processor = settings.processor()?;

@@ -39,6 +39,19 @@ pub struct CommonArgs {
     pub gid: Option<String>,
 }
 
+impl CommonArgs {
+    /// Loads `--config` (nothing when absent) and warns about keys no tool knows. Under the
+    /// `bucky` wrapper, which has read the same file and warned already, a stage stays quiet:
+    /// one misspelt key is reported once, not by every stage.
+    pub fn load_config(&self, tool: &str) -> Result<Config, ConfigError> {
+        let cfg = Config::load_optional(self.config.as_deref())?;
+        if std::env::var_os(crate::shutdown::SUPERVISOR_VAR).is_none() {
+            cfg.warn_unknown(tool);
+        }
+        Ok(cfg)
+    }
+}
+
 /// The shared settings, resolved: flags beat the file, which beats the defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Common {

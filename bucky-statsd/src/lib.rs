@@ -869,13 +869,6 @@ fn replay<W: Write>(
     })
 }
 
-/// Loads the config named by `--config`, warning about unknown keys.
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    let cfg = Config::load_optional(path)?;
-    cfg.warn_unknown("bucky-statsd");
-    Ok(cfg)
-}
-
 /// stdout as a plain file: whole-line writes of our own, without std's line buffering.
 fn raw_stdout() -> anyhow::Result<std::fs::File> {
     use std::os::fd::AsFd;
@@ -889,7 +882,7 @@ fn raw_stdout() -> anyhow::Result<std::fs::File> {
 /// The whole program after argument parsing: returns the process exit code.
 pub fn main_with(args: Args) -> anyhow::Result<u8> {
     bucky_proto::log::init("bucky-statsd", log::LevelFilter::Info);
-    let cfg = load_config(args.common.config.as_deref())?;
+    let cfg = args.common.load_config("bucky-statsd")?;
     let settings = Settings::resolve(&args, &cfg)?;
     log::set_max_level(settings.log_level);
     let shutdown = Shutdown::on_signals().context("installing signal handlers")?;
