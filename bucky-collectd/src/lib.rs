@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bucky_proto::capture::{CaptureWriter, Pace, Replay, ReplayOptions};
+use bucky_proto::capture::{CaptureWriter, Pace, Replay, ReplayArgs, ReplayOptions};
 use bucky_proto::config::{pick, Config};
 use bucky_proto::io::{is_broken_pipe, PIPE_BUF};
 use bucky_proto::log::{suppressed_note, RateLimit};
@@ -97,23 +97,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub lua: Option<PathBuf>,
 
-    /// Record every datagram received (arrival time, source, bytes) to FILE
-    #[arg(long, value_name = "FILE")]
-    pub capture: Option<PathBuf>,
-
-    /// Read datagrams from these capture, pcap or pcapng files (`-` is stdin) instead of
-    /// the socket, keeping UDP to collectd_port from pcap files; then exit
-    #[arg(long, value_name = "FILE", num_args = 1..)]
-    pub replay: Vec<PathBuf>,
-
-    /// With --replay: `fast` (as fast as possible) or `recorded` (the recorded gaps)
-    /// [default: fast]
-    #[arg(long, value_name = "PACE")]
-    pub replay_pace: Option<String>,
-
-    /// With --replay: no progress bar (it is shown only when stderr is a terminal)
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub capture_replay: ReplayArgs,
 
     #[command(flatten)]
     pub common: bucky_proto::cli::CommonArgs,
@@ -199,19 +184,13 @@ impl Settings {
         };
         let rate_expiry = pick(args.rate_expiry, cfg, "collectd_rate_expiry", 600.0)?;
         seconds("collectd_rate_expiry", rate_expiry)?;
-        let pace = match args.replay_pace.as_deref() {
-            None | Some("fast") => Pace::Fast,
-            Some("recorded") => Pace::Recorded,
-            Some(other) => bail!("--replay-pace {other:?}: use fast or recorded"),
-        };
-        let input = if args.replay.is_empty() {
-            Input::Socket(addr)
-        } else {
-            Input::Replay {
-                files: args.replay.clone(),
-                pace,
-                progress: !args.no_progress,
-            }
+        let input = match args.capture_replay.replay_settings()? {
+            None => Input::Socket(addr),
+            Some(r) => Input::Replay {
+                files: r.files,
+                pace: r.pace,
+                progress: r.progress,
+            },
         };
         let workers: i64 = cfg.get_or("collectd_workers", 1)?;
         if workers > 1 {
@@ -238,7 +217,7 @@ impl Settings {
             },
             converters: cfg.raw("collectd_converters").cloned(),
             use_entry_points: cfg.get_or("collectd_use_entry_points", true)?,
-            capture: args.capture.clone(),
+            capture: args.capture_replay.capture.clone(),
             self_metrics: common.self_metrics,
             uid: common.uid,
             gid: common.gid,

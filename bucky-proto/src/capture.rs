@@ -765,6 +765,67 @@ pub enum Pace {
     Recorded,
 }
 
+/// The capture and replay flags of the UDP receivers; each one's `Args` flattens this in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct ReplayArgs {
+    /// Record every UDP datagram received (arrival time, source, bytes) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<PathBuf>,
+
+    /// Read datagrams from these capture, pcap or pcapng files (`-` is stdin) instead of the
+    /// socket, keeping from pcap files the UDP sent to this tool's port; then exit
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub replay: Vec<PathBuf>,
+
+    /// With --replay: `fast` (as fast as possible) or `recorded` (the recorded gaps)
+    /// [default: fast]
+    #[arg(long, value_name = "PACE")]
+    pub replay_pace: Option<String>,
+
+    /// With --replay: no progress bar (it is shown only when stderr is a terminal)
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `--replay` and its options, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaySettings {
+    pub files: Vec<PathBuf>,
+    pub pace: Pace,
+    pub progress: bool,
+}
+
+/// Why the capture and replay flags are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReplayArgsError {
+    #[error("--replay-pace {0:?}: use fast or recorded")]
+    Pace(String),
+    #[error("--capture and --replay do not go together")]
+    CaptureAndReplay,
+}
+
+impl ReplayArgs {
+    /// The replay asked for, if any.
+    pub fn replay_settings(&self) -> Result<Option<ReplaySettings>, ReplayArgsError> {
+        let pace = match self.replay_pace.as_deref() {
+            None | Some("fast") => Pace::Fast,
+            Some("recorded") => Pace::Recorded,
+            Some(other) => return Err(ReplayArgsError::Pace(other.to_string())),
+        };
+        if self.replay.is_empty() {
+            return Ok(None);
+        }
+        if self.capture.is_some() {
+            return Err(ReplayArgsError::CaptureAndReplay);
+        }
+        Ok(Some(ReplaySettings {
+            files: self.replay.clone(),
+            pace,
+            progress: !self.no_progress,
+        }))
+    }
+}
+
 /// How [`Replay`] reads its files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayOptions {

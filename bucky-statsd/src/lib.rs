@@ -24,7 +24,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bucky_proto::capture::{CaptureWriter, Pace, Replay, ReplayOptions, UNKNOWN_SOURCE};
+use bucky_proto::capture::{
+    CaptureWriter, Replay, ReplayArgs, ReplayOptions, ReplaySettings, UNKNOWN_SOURCE,
+};
 use bucky_proto::config::{pick, Config};
 use bucky_proto::io::{is_broken_pipe, LineWriter};
 use bucky_proto::log::{suppressed_note, RateLimit};
@@ -172,24 +174,8 @@ pub struct Args {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub tags: Option<bool>,
 
-    /// Record every UDP datagram received (arrival time, source, bytes) to FILE
-    #[arg(long, value_name = "FILE")]
-    pub capture: Option<PathBuf>,
-
-    /// Read datagrams from these capture, pcap or pcapng files (`-` is stdin) instead of the
-    /// sockets, keeping UDP to statsd_port from pcap files; flush on the recorded clock, then
-    /// exit
-    #[arg(long, value_name = "FILE", num_args = 1..)]
-    pub replay: Vec<PathBuf>,
-
-    /// With --replay: `fast` (as fast as possible) or `recorded` (the recorded gaps)
-    /// [default: fast]
-    #[arg(long, value_name = "PACE")]
-    pub replay_pace: Option<String>,
-
-    /// With --replay: no progress bar (it is shown only when stderr is a terminal)
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub capture_replay: ReplayArgs,
 
     #[command(flatten)]
     pub common: bucky_proto::cli::CommonArgs,
@@ -218,14 +204,6 @@ pub struct Settings {
     pub capture: Option<PathBuf>,
     /// Replay files instead of sockets.
     pub replay: Option<ReplaySettings>,
-}
-
-/// `--replay` and its options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplaySettings {
-    pub files: Vec<PathBuf>,
-    pub pace: Pace,
-    pub progress: bool,
 }
 
 fn resolve(ip: &str, port: u16) -> anyhow::Result<SocketAddr> {
@@ -373,19 +351,7 @@ impl Settings {
             n => n,
         };
         let common = args.common.resolve(cfg)?;
-        let pace = match args.replay_pace.as_deref() {
-            None | Some("fast") => Pace::Fast,
-            Some("recorded") => Pace::Recorded,
-            Some(other) => bail!("--replay-pace {other:?}: use fast or recorded"),
-        };
-        let replay = (!args.replay.is_empty()).then(|| ReplaySettings {
-            files: args.replay.clone(),
-            pace,
-            progress: !args.no_progress,
-        });
-        if replay.is_some() && args.capture.is_some() {
-            bail!("--capture and --replay do not go together");
-        }
+        let replay = args.capture_replay.replay_settings()?;
         Ok(Settings {
             udp,
             tcp,
@@ -401,7 +367,7 @@ impl Settings {
             log_level: common.log_level,
             uid: common.uid,
             gid: common.gid,
-            capture: args.capture.clone(),
+            capture: args.capture_replay.capture.clone(),
             replay,
         })
     }

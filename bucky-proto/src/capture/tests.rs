@@ -691,3 +691,47 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn replay_flags_resolve_or_say_what_is_wrong() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        r: ReplayArgs,
+    }
+    let settings = |argv: &[&str]| {
+        Cli::try_parse_from(std::iter::once("t").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.r.replay_settings().map_err(|e| e.to_string()))
+    };
+    assert_eq!(settings(&[]), Ok(None));
+    assert_eq!(settings(&["--capture", "c.cap"]), Ok(None));
+    assert_eq!(
+        settings(&[
+            "--replay",
+            "a.pcap",
+            "b.cap",
+            "--replay-pace",
+            "recorded",
+            "--no-progress"
+        ]),
+        Ok(Some(ReplaySettings {
+            files: vec!["a.pcap".into(), "b.cap".into()],
+            pace: Pace::Recorded,
+            progress: false,
+        }))
+    );
+    assert_eq!(
+        settings(&["--replay", "a.cap"]).map(|s| s.map(|s| (s.pace, s.progress))),
+        Ok(Some((Pace::Fast, true)))
+    );
+    assert_eq!(
+        settings(&["--replay", "a.cap", "--replay-pace", "slow"]),
+        Err("--replay-pace \"slow\": use fast or recorded".into())
+    );
+    assert_eq!(
+        settings(&["--replay", "a.cap", "--capture", "c.cap"]),
+        Err("--capture and --replay do not go together".into())
+    );
+}
