@@ -731,8 +731,18 @@ mod tests {
         }
 
         #[test]
-        fn any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = parse_line(&bytes);
+        }
+
+        #[test]
+        fn near_canonical_lines_never_panic(
+            line in "[a.]{0,70}[ 1.+-]{0,30}[ 0-9.e-]{0,40}[ a\n]{0,3}"
+        ) {
+            let b = line.as_bytes();
+            if let Ok(f) = split_line(b) {
+                prop_assert_eq!(Ok(f), split_general(b));
+            }
         }
 
         #[test]
