@@ -27,24 +27,16 @@ impl SocketDrops {
 
     /// The drops of all the sockets so far; `None` if /proc cannot be read.
     pub fn total(&self) -> Option<u64> {
-        let mut total = 0;
-        let mut found = false;
+        // By inode: the kernel writes these files in pieces, one per read, and a socket
+        // opened or closed elsewhere between two of them can make a line come out twice.
+        let mut drops = std::collections::HashMap::new();
         for file in ["/proc/net/udp", "/proc/net/udp6"] {
             let Ok(text) = std::fs::read_to_string(file) else {
                 continue;
             };
-            for line in text.lines().skip(1) {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                let (Some(inode), Some(drops)) = (f.get(9), f.get(12)) else {
-                    continue;
-                };
-                if inode.parse().is_ok_and(|i: u64| self.inodes.contains(&i)) {
-                    total += drops.parse::<u64>().unwrap_or(0);
-                    found = true;
-                }
-            }
+            drops.extend(socket_drops(&text, &self.inodes));
         }
-        found.then_some(total)
+        (!drops.is_empty()).then(|| drops.values().sum())
     }
 
     /// Drops since the last call.
@@ -60,10 +52,40 @@ impl SocketDrops {
     }
 }
 
+/// `(inode, drops)` of each line of a `/proc/net/udp[6]` text whose inode is in `inodes`.
+fn socket_drops<'a>(text: &'a str, inodes: &'a [u64]) -> impl Iterator<Item = (u64, u64)> + 'a {
+    text.lines().skip(1).filter_map(move |line| {
+        let mut f = line.split_whitespace();
+        let inode: u64 = f.nth(9)?.parse().ok()?;
+        let drops: u64 = f.nth(2)?.parse().ok()?;
+        inodes.contains(&inode).then_some((inode, drops))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use nix::sys::socket::{setsockopt, sockopt};
+
+    #[test]
+    fn drops_are_read_once_per_socket() {
+        let line = |inode: u64, drops: u64| {
+            format!(
+                "  1: 0100007F:57B1 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 {inode} 2 0000000000000000 {drops}\n"
+            )
+        };
+        let text = [
+            "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n".to_string(),
+            line(11, 5),
+            line(12, 7),
+            line(13, 100),
+            // The same socket twice: the file changed between two reads.
+            line(11, 5),
+        ]
+        .concat();
+        let found: std::collections::HashMap<u64, u64> = socket_drops(&text, &[11, 12]).collect();
+        assert_eq!(found.values().sum::<u64>(), 12);
+    }
 
     #[test]
     fn counts_what_a_full_buffer_drops() {

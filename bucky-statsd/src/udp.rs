@@ -150,11 +150,7 @@ fn check_port_not_shared(addr: SocketAddr, ours: usize) -> anyhow::Result<()> {
     let Ok(text) = std::fs::read_to_string(file) else {
         return Ok(());
     };
-    let bound = text
-        .lines()
-        .skip(1)
-        .filter(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
-        .count();
+    let bound = sockets_bound(&text, &want);
     if bound > ours {
         anyhow::bail!(
             "UDP {addr} is also bound by another socket with SO_REUSEPORT (another bucky-statsd?): \
@@ -162,6 +158,20 @@ fn check_port_not_shared(addr: SocketAddr, ours: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// How many sockets `/proc/net/udp[6]` (`text`) lists on local address `want`. Counted by
+/// inode: the kernel writes the file in pieces, one per read, and a socket opened or closed
+/// elsewhere between two of them can make a line come out twice.
+fn sockets_bound(text: &str, want: &str) -> usize {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            (fields.nth(1) == Some(want)).then(|| fields.nth(7))
+        })
+        .collect::<std::collections::HashSet<_>>()
+        .len()
 }
 
 /// The sender's address as a std address.
@@ -255,4 +265,33 @@ pub fn worker(
     }
     exchange.finish(agg);
     drop(sock);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_on_a_port_are_counted_once_each() {
+        let head = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n";
+        let line = |sl: u32, local: &str, inode: u32| {
+            format!(
+                "  {sl}: {local} 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 {inode} 2 0000000000000000 0\n"
+            )
+        };
+        let ours = "0100007F:57B1";
+        let text = [
+            head.to_string(),
+            line(1, ours, 1001),
+            line(2, ours, 1002),
+            line(3, "0100007F:57B2", 1003),
+            // The same socket twice: the file changed between two reads.
+            line(2, ours, 1002),
+        ]
+        .concat();
+        assert_eq!(sockets_bound(&text, ours), 2);
+        let shared = text + &line(4, ours, 1004);
+        assert_eq!(sockets_bound(&shared, ours), 3);
+        assert_eq!(sockets_bound(head, ours), 0);
+    }
 }

@@ -32,15 +32,17 @@ const PYTHON: &str = "/usr/bin/python3";
 /// stdout = `name\ttimestamp\trepr(value)` per point present, `!\tname\terror` when a file
 /// cannot be read (e.g. being created).
 const FETCH_PY: &str = r#"
-import os, sys, whisper
+import os, sys, time, whisper
 root, frm, until = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+# whisper cuts a fetch at "now": moved to `until`, points stamped ahead of the clock show.
+now = max(until, int(time.time()))
 out = []
 for name in sys.stdin.read().split():
     path = os.path.join(root, *name.split('.')) + '.wsp'
     if not os.path.exists(path):
         continue
     try:
-        (start, end, step), values = whisper.fetch(path, frm, until)
+        (start, end, step), values = whisper.fetch(path, frm, until, now=now)
     except Exception as e:
         out.append('!\t%s\t%r\n' % (name, e))
         continue
@@ -356,11 +358,13 @@ impl CarbonCache {
         }
     }
 
-    /// Every point of metrics `names` stored in whisper over the last two hours. Missing
-    /// series are absent from the map; empty slots are skipped.
+    /// Every point of metrics `names` stored in whisper over the last two hours and the next
+    /// two minutes: bucky-statsd stamps its final flush with the end of the interval that was
+    /// running, which can lie ahead of the clock. Missing series are absent from the map;
+    /// empty slots are skipped.
     pub fn fetch(&self, names: &[&str]) -> Points {
         let now = unix_now();
-        self.fetch_range(names, now - 7200, now)
+        self.fetch_range(names, now - 7200, now + 120)
     }
 
     /// Every point of metrics `names` stored in whisper with `from < timestamp <= until`
