@@ -54,7 +54,9 @@ const STOP_WAIT: Duration = Duration::from_secs(5);
         Every flush interval the counters, timers, gauges and sets received are written to \
         stdout as samples (`NAME VALUE TIMESTAMP`), named as the original bucky and Etsy \
         statsd name them; pipe them into bucky-carbon. On SIGTERM/SIGINT everything received \
-        is flushed before exiting."
+        is flushed before exiting. With --replay it reads recorded traffic (its own --capture \
+        files, or tcpdump's pcap/pcapng) instead of the sockets and flushes on the recorded \
+        clock, then exits."
 )]
 pub struct Args {
     /// Address to receive on (statsd_ip) [default: 127.0.0.1]
