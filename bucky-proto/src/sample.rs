@@ -84,8 +84,9 @@ impl<'a> Fields<'a> {
 
     /// The timestamp as a number.
     pub fn timestamp_f64(&self) -> f64 {
-        parse_value_bytes(self.timestamp)
-            .filter(|t| *t >= 0.0)
+        std::str::from_utf8(self.timestamp)
+            .ok()
+            .and_then(parse_timestamp)
             .unwrap_or(0.0)
     }
 }
@@ -177,7 +178,7 @@ fn split_canonical(line: &[u8]) -> Option<Fields<'_>> {
         b = rest;
     }
     let len = b.len();
-    if !(16..=128).contains(&len) {
+    if !(16..=crate::scan::MAX).contains(&len) {
         return None;
     }
     let mut bad = 0u32;

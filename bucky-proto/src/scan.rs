@@ -66,7 +66,7 @@ pub fn bitmap(b: &[u8], byte: u8) -> Option<u128> {
     }))
 }
 
-/// [`bitmap`] of two bytes: `(where a is, where b is)`.
+/// [`bitmap`] of two bytes, one scan each: `(where a is, where b is)`.
 #[inline(always)]
 pub fn bitmap2(bytes: &[u8], a: u8, b: u8) -> Option<(u128, u128)> {
     Some((bitmap(bytes, a)?, bitmap(bytes, b)?))

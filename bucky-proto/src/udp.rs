@@ -27,16 +27,16 @@ impl SocketDrops {
 
     /// The drops of all the sockets so far; `None` if /proc cannot be read.
     pub fn total(&self) -> Option<u64> {
-        // By inode: the kernel writes these files in pieces, one per read, and a socket
-        // opened or closed elsewhere between two of them can make a line come out twice.
-        let mut drops = std::collections::HashMap::new();
+        let mut total = None;
         for file in ["/proc/net/udp", "/proc/net/udp6"] {
             let Ok(text) = std::fs::read_to_string(file) else {
                 continue;
             };
-            drops.extend(socket_drops(&text, &self.inodes));
+            for (_, drops) in socket_drops(&text, &self.inodes) {
+                *total.get_or_insert(0) += drops;
+            }
         }
-        (!drops.is_empty()).then(|| drops.values().sum())
+        total
     }
 
     /// Drops since the last call.
@@ -52,14 +52,40 @@ impl SocketDrops {
     }
 }
 
-/// `(inode, drops)` of each line of a `/proc/net/udp[6]` text whose inode is in `inodes`.
+/// `(inode, drops)` of each socket of a `/proc/net/udp[6]` text whose inode is in `inodes`.
 fn socket_drops<'a>(text: &'a str, inodes: &'a [u64]) -> impl Iterator<Item = (u64, u64)> + 'a {
-    text.lines().skip(1).filter_map(move |line| {
-        let mut f = line.split_whitespace();
-        let inode: u64 = f.nth(9)?.parse().ok()?;
-        let drops: u64 = f.nth(2)?.parse().ok()?;
-        inodes.contains(&inode).then_some((inode, drops))
-    })
+    proc_sockets(text)
+        .into_iter()
+        .filter(|s| inodes.contains(&s.inode))
+        .map(|s| (s.inode, s.drops))
+}
+
+/// What bucky reads of one socket in /proc/net/udp or /proc/net/udp6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcSocket<'a> {
+    /// `local_address` as the kernel writes it (`0100007F:1F90`).
+    pub local: &'a str,
+    pub inode: u64,
+    pub drops: u64,
+}
+
+/// The sockets a /proc/net/udp[6] text lists, each once. The kernel writes these files in
+/// pieces, one per read, and a socket opened or closed elsewhere between two of them can make
+/// a line come out twice: a repeated inode is skipped.
+pub fn proc_sockets(text: &str) -> Vec<ProcSocket<'_>> {
+    let mut seen = std::collections::HashSet::new();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            Some(ProcSocket {
+                local: f.get(1)?,
+                inode: f.get(9)?.parse().ok()?,
+                drops: f.get(12)?.parse().ok()?,
+            })
+        })
+        .filter(|s| seen.insert(s.inode))
+        .collect()
 }
 
 #[cfg(test)]

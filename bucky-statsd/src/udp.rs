@@ -160,18 +160,12 @@ fn check_port_not_shared(addr: SocketAddr, ours: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How many sockets `/proc/net/udp[6]` (`text`) lists on local address `want`. Counted by
-/// inode: the kernel writes the file in pieces, one per read, and a socket opened or closed
-/// elsewhere between two of them can make a line come out twice.
+/// How many sockets `/proc/net/udp[6]` (`text`) lists on local address `want`.
 fn sockets_bound(text: &str, want: &str) -> usize {
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut fields = l.split_whitespace();
-            (fields.nth(1) == Some(want)).then(|| fields.nth(7))
-        })
-        .collect::<std::collections::HashSet<_>>()
-        .len()
+    bucky_proto::udp::proc_sockets(text)
+        .iter()
+        .filter(|s| s.local == want)
+        .count()
 }
 
 /// The sender's address as a std address.
