@@ -593,17 +593,7 @@ impl<'a> Writer<'a> {
             attempt = attempt.saturating_add(1);
             match connect_once(&host, port) {
                 Ok(conn) => {
-                    if self.connected_before {
-                        self.counters.reconnects.inc();
-                        log::info!(
-                            "reconnected to {} after {attempt} attempt(s)",
-                            self.describe()
-                        );
-                    } else {
-                        log::info!("connected to {}", self.describe());
-                    }
-                    self.connected_before = true;
-                    self.conn = Some(conn);
+                    self.connected(conn, attempt);
                     if self.resend_window().is_ok() {
                         return Ok(());
                     }
